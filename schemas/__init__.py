@@ -1,0 +1,1 @@
+"""Contracts shared by every layer: event models, topics, Postgres migrations, Delta schemas."""

@@ -1,0 +1,1 @@
+"""Serving layer: the FastAPI recommendation API."""

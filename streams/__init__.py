@@ -1,0 +1,1 @@
+"""Speed layer: faust-streaming processors that keep user vectors and hot tables current."""
