@@ -1,0 +1,57 @@
+"""Shared fixtures. Integration fixtures start the *real* service (idempotent: seconds when it is
+already up) through infra, exactly as ``lambdarec infra up NAME`` would."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra import services
+from lambdarec.settings import Settings, get_settings
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return get_settings()
+
+
+def _up(settings: Settings, name: str) -> None:
+    services.up(settings, [name])
+
+
+@pytest.fixture(scope="session")
+def kafka(settings: Settings) -> Settings:
+    """Kafka up, project topics created. Returns the settings (use settings.kafka...)."""
+    _up(settings, "kafka")
+    return settings
+
+
+@pytest.fixture(scope="session")
+def postgres(settings: Settings) -> Settings:
+    """Postgres+pgvector up and migrated."""
+    _up(settings, "postgres")
+    from schemas.migrate import migrate
+
+    migrate(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def redis_service(settings: Settings) -> Settings:
+    _up(settings, "redis")
+    return settings
+
+
+@pytest.fixture(scope="session")
+def s3(settings: Settings) -> Settings:
+    """MinIO (or the configured S3) up with buckets created."""
+    _up(settings, "minio")
+    return settings
+
+
+@pytest.fixture(scope="session")
+def spark(settings: Settings, s3: Settings):  # type: ignore[no-untyped-def]
+    """A SparkSession with Delta and s3a configured (jars installed once under var/)."""
+    _up(settings, "spark")
+    from infra.spark import get_spark
+
+    return get_spark(settings)
