@@ -10,9 +10,16 @@ from rich.console import Console
 
 from infra.errors import InfraError
 from lambdarec.cli import db as db_cli
+from lambdarec.cli.demo import demo
 from lambdarec.cli import infra as infra_cli
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="lambdarec: real-time recommendations.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    help="lambdarec: real-time recommendations.",
+)
+app.command()(demo)
 app.add_typer(infra_cli.app, name="infra")
 app.add_typer(db_cli.app, name="db")
 # Sub-apps of later areas register here, one line each.
