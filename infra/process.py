@@ -71,27 +71,39 @@ def require_tool(tool: str, hint: str) -> str:
 
 
 class PidFile:
-    """A pid file under ``var/run`` that knows whether its process is still alive."""
+    """A pid file under ``var/run`` that knows whether its process is still alive.
+
+    It stores the pid and the process start time, so a pid reused by an unrelated process (after a
+    crash or reboot left the file behind) is not mistaken for ours, and never signalled.
+    """
 
     def __init__(self, run_dir: Path, name: str) -> None:
         self.path = run_dir / f"{name}.pid"
 
     def read(self) -> int | None:
         try:
-            pid = int(self.path.read_text().strip())
-        except (FileNotFoundError, ValueError):
+            fields = self.path.read_text().split()
+            pid = int(fields[0])
+            started = float(fields[1]) if len(fields) > 1 else None
+        except (FileNotFoundError, ValueError, IndexError):
             return None
-        if psutil.pid_exists(pid):
-            try:
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                    return pid
-            except psutil.Error:
-                pass
-        return None
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            if started is not None and abs(proc.create_time() - started) > 1.0:
+                return None  # same number, different process
+        except psutil.Error:
+            return None
+        return pid
 
     def write(self, pid: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(str(pid))
+        try:
+            started = f" {psutil.Process(pid).create_time():.2f}"
+        except psutil.Error:
+            started = ""
+        self.path.write_text(f"{pid}{started}\n")
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -118,25 +130,44 @@ def spawn(
     return proc.pid
 
 
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, or a pid that vanishes while we look, counts as dead)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def stop_pid(pid: int, timeout: float = 30.0) -> None:
-    """SIGTERM the process group, wait, then SIGKILL what is left."""
+    """SIGTERM the process group, wait, then SIGKILL what is left.
+
+    Only a process that leads its own group (as :func:`spawn` makes it) gets its whole group
+    signalled; otherwise just the process, so a stray pid never takes a foreign group down.
+    """
     try:
         pgid = os.getpgid(pid)
     except ProcessLookupError:
         return
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
+
+    def send(sig: signal.Signals) -> None:
+        try:
+            if pgid == pid:
+                os.killpg(pgid, sig)
+            else:
+                os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    send(signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+        if not pid_alive(pid):
             return
         time.sleep(0.1)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    send(signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.05)
 
 
 def wait_until(
@@ -146,18 +177,22 @@ def wait_until(
     log_file: Path | None = None,
     alive: Callable[[], bool] | None = None,
 ) -> None:
-    """Poll ``check`` until true; on timeout (or if ``alive`` says the process died) raise with the log tail."""
+    """Poll ``check`` until true; raise with the log tail on timeout or when ``alive`` says it died."""
     deadline = time.monotonic() + timeout
+    died = False
     while time.monotonic() < deadline:
         if check():
             return
         if alive is not None and not alive():
+            died = True
             break
         time.sleep(0.2)
     tail = ""
     if log_file and log_file.exists():
         tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-25:])
         tail = f"\nlast lines of {log_file}:\n{tail}"
+    if died:
+        raise InfraError(f"{what} exited before becoming ready{tail}")
     raise InfraError(f"{what} did not become ready within {timeout:.0f}s{tail}")
 
 
@@ -173,12 +208,16 @@ def rss_mb(pid: int | None) -> float | None:
         return None
 
 
-def run_checked(cmd: Sequence[str | os.PathLike[str]], what: str, **kw: object) -> subprocess.CompletedProcess[str]:
+def run_checked(
+    cmd: Sequence[str | os.PathLike[str]], what: str, **kw: object
+) -> subprocess.CompletedProcess[str]:
     """Run a setup command; on failure raise an InfraError with its output, so nothing fails silently."""
     res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)  # type: ignore[call-overload]
     if res.returncode != 0:
         out = (res.stdout + res.stderr).strip().splitlines()[-30:]
-        raise InfraError(f"{what} failed (exit {res.returncode}): {' '.join(map(str, cmd))}\n" + "\n".join(out))
+        raise InfraError(
+            f"{what} failed (exit {res.returncode}): {' '.join(map(str, cmd))}\n" + "\n".join(out)
+        )
     return res
 
 

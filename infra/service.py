@@ -101,15 +101,14 @@ class Service(ABC):
         return time.monotonic() - t0
 
     def wait_ready(self, pid: int) -> None:
-        from infra.process import wait_until
-        import psutil
+        from infra.process import pid_alive, wait_until
 
         wait_until(
             self.ping,
             self.start_timeout,
             f"{self.name} on {self.address}",
             self.log_file,
-            alive=lambda: psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE,
+            alive=lambda: pid_alive(pid),
         )
 
     def down(self) -> None:
