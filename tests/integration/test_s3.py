@@ -1,0 +1,124 @@
+"""MinIO (or the configured S3 store) through infra.s3.s3_client, plus MinioService's bad-input errors."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from infra.errors import InfraError
+from infra.minio import MinioService, ldflags_for
+from infra.s3 import s3_client
+from lambdarec.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_buckets_exist(s3: Settings) -> None:
+    names = {b["Name"] for b in s3_client(s3).list_buckets()["Buckets"]}
+    assert {s3.s3.archive_bucket, s3.s3.models_bucket} <= names
+
+
+def test_put_get_list_delete(s3: Settings) -> None:
+    client = s3_client(s3)
+    bucket = s3.s3.archive_bucket
+    prefix = f"test-s3/{uuid.uuid4().hex}/"
+    body = b"lambdarec \x00\xff payload " * 1000
+    client.put_object(Bucket=bucket, Key=prefix + "a.bin", Body=body)
+    client.put_object(Bucket=bucket, Key=prefix + "b.txt", Body=b"b")
+    try:
+        assert client.get_object(Bucket=bucket, Key=prefix + "a.bin")["Body"].read() == body
+        listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix)
+        assert sorted(o["Key"] for o in listed["Contents"]) == [prefix + "a.bin", prefix + "b.txt"]
+        assert {o["Key"]: o["Size"] for o in listed["Contents"]}[prefix + "a.bin"] == len(body)
+    finally:
+        client.delete_object(Bucket=bucket, Key=prefix + "a.bin")
+        client.delete_object(Bucket=bucket, Key=prefix + "b.txt")
+    assert client.list_objects_v2(Bucket=bucket, Prefix=prefix)["KeyCount"] == 0
+    with pytest.raises(ClientError) as err:
+        client.get_object(Bucket=bucket, Key=prefix + "a.bin")
+    assert err.value.response["Error"]["Code"] == "NoSuchKey"
+
+
+def test_bootstrap_is_idempotent(s3: Settings) -> None:
+    svc = MinioService(s3)
+    svc.bootstrap()
+    svc.bootstrap()
+    assert svc.ping()
+
+
+def test_wrong_secret_is_not_healthy(s3: Settings) -> None:
+    bad = s3.model_copy(deep=True)
+    bad.s3.secret_key = "not-the-secret"
+    svc = MinioService(bad)
+    assert not svc.ping()
+    assert "LAMBDAREC_S3__SECRET_KEY" in svc._last_error
+
+
+def test_status_reports_version_pid_memory(s3: Settings) -> None:
+    st = MinioService(s3).status()
+    assert st.healthy, st.detail
+    if st.managed:
+        assert st.pid is not None and st.rss_mb and st.rss_mb > 1
+        assert st.version and "GOGET" not in st.version
+
+
+# ---- bad input: no running MinIO needed ------------------------------------------------------
+
+
+def _throwaway(tmp_path: Path, port: int, console_port: int) -> Settings:
+    return Settings(
+        var_dir=tmp_path / "var",
+        s3={"endpoint_url": f"http://127.0.0.1:{port}", "console_port": console_port},
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def taken_port():  # type: ignore[no-untyped-def]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        yield s.getsockname()[1]
+
+
+def test_api_port_taken_names_the_setting(tmp_path: Path, taken_port: int) -> None:
+    svc = MinioService(_throwaway(tmp_path, taken_port, _free_port()))
+    with pytest.raises(InfraError, match=rf"port {taken_port} \(LAMBDAREC_S3__ENDPOINT_URL\)"):
+        svc.launch()
+    assert svc.pidfile.read() is None
+
+
+def test_console_port_taken_names_the_setting(tmp_path: Path, taken_port: int) -> None:
+    svc = MinioService(_throwaway(tmp_path, _free_port(), taken_port))
+    with pytest.raises(InfraError, match=r"LAMBDAREC_S3__CONSOLE_PORT"):
+        svc.launch()
+
+
+def test_missing_go_names_the_tool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    svc = MinioService(_throwaway(tmp_path, _free_port(), _free_port()))
+    assert not svc.is_installed()
+    with pytest.raises(InfraError, match=r"'go' is not installed"):
+        svc.install()
+    assert not svc.binary.exists()
+
+
+def test_ldflags_stamp_the_pinned_version() -> None:
+    pseudo = ldflags_for("v0.0.0-20260212201848-7aac2a2c5b7c")
+    assert "cmd.ReleaseTag=DEVELOPMENT.2026-02-12T20-18-48Z" in pseudo
+    assert "cmd.CommitID=7aac2a2c5b7c" in pseudo
+    release = ldflags_for("RELEASE.2025-10-15T17-29-55Z")
+    assert "cmd.Version=2025-10-15T17:29:55Z" in release
+    assert "cmd.ReleaseTag=RELEASE.2025-10-15T17-29-55Z" in release
+    assert ldflags_for("master") == "-s -w"
