@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 from lambdarec.cli import app as cli
 from lambdarec.settings import Settings
 from schemas import events as ev
+from schemas.dead_letters import DeadLetter, Reason, encode_dead_letter
 from schemas.topics import producer_config
-from streams.dead_letters import DeadLetter, Reason, decode_message, encode_dead_letter, publish_dead_letter
+from streams.dead_letters import decode_message, publish_dead_letter
 from tests.integration.events_support import consume_all, end_offsets, event_dict, temp_topics
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,9 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from lambdarec.settings import Settings
 from schemas import events as ev
+from schemas.dead_letters import DeadLetter, decode_dead_letter
 from schemas.topics import producer_config
-from streams.dead_letters import DeadLetter, decode_dead_letter, decode_message, publish_dead_letter
+from streams.dead_letters import decode_message, publish_dead_letter
 from tests.integration.events_support import consume_all, event_dict, temp_topics
 
 pytestmark = pytest.mark.integration

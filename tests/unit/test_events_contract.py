@@ -305,7 +305,7 @@ def test_valid_events_round_trip(event: ev.InteractionEvent) -> None:
 @settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=2000))
 def test_arbitrary_bytes_never_crash_decode_event(data: bytes) -> None:
-    from streams.dead_letters import DeadLetter, decode_event
+    from schemas.dead_letters import DeadLetter, decode_event
 
     result = decode_event(data)
     assert isinstance(result, ev.InteractionEvent | DeadLetter)
@@ -316,7 +316,7 @@ def test_arbitrary_bytes_never_crash_decode_event(data: bytes) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from([*ev.InteractionEvent.__struct_fields__, "x"]), json_scalars))
 def test_arbitrary_objects_never_crash_decode_event(obj: dict[str, Any]) -> None:
-    from streams.dead_letters import DeadLetter, decode_event
+    from schemas.dead_letters import DeadLetter, decode_event
 
     result = decode_event(json.dumps(obj).encode())
     assert isinstance(result, ev.InteractionEvent | DeadLetter)

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from schemas import events as ev
-from streams.dead_letters import DeadLetter, Reason, decode_dead_letter, decode_event, encode_dead_letter
+from schemas.dead_letters import DeadLetter, Reason, decode_dead_letter, decode_event, encode_dead_letter
 
 VALID = json.dumps(
     {
