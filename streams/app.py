@@ -1,0 +1,390 @@
+"""The speed layer's faust app, built once: ``build_app(settings)``; run by ``lambdarec stream worker``.
+
+What it does with each batch of the ``interactions`` topic (agent ``profile_updater``):
+
+1. decode every record through ``streams.dead_letters`` (bad ones go to the DLQ, with origin);
+2. load the users' state from the table ``user_profile_state`` (changelog-backed, RocksDB or
+   memory) and apply the batch (``streams/processors/profiles.py``): dedupe, taste vector, ALS
+   fold-in against the production model;
+3. write events, feedback, counters and vectors to Postgres in **one transaction**
+   (``streams/sinks/postgres.py``; idempotent statements);
+4. bump the users' cache versions in Redis (``schemas/cache_keys.py``);
+5. store the new states (changelog records acknowledged by Kafka) and only then **ack** the
+   records, so faust commits their offsets after the Postgres commit.
+
+A crash anywhere before 5 redelivers the batch: the states still say "not applied", Postgres
+ignores rows it already has and counts only rows it inserts, and the vectors are recomputed from
+the state. At-least-once delivery plus idempotent writes = every event reflected exactly once.
+A failed batch is retried (with backoff) and never acked, so nothing is skipped silently.
+
+Also: a timer runs ``rt_interactions_maintain()`` (``partition_maintenance``, on the leader), a
+task follows ``model-updates`` (``streams/models.py``), a timer publishes consumer lag, and the
+web server serves ``/metrics``.
+
+Several workers share the partitions (same ``stream.app_id`` = consumer group); each needs its
+own web port, and its own table directory (derived from the port).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faust
+import numpy as np
+from confluent_kafka import Producer
+from prometheus_client import generate_latest
+
+from lambdarec.settings import Settings
+from schemas.topics import INTERACTIONS, producer_config, topic_name
+from streams import metrics as m
+from streams.dead_letters import DeadLetter, decode_event, dlq_topic, publish_dead_letter
+from streams.embeddings import EmbeddingCache
+from streams.models import ModelHolder, watch_model_updates
+from streams.processors.profiles import BatchResult, Incoming, ProfileConfig, apply_batch
+from streams.processors.weights import confidence_weights, taste_weights
+from streams.sinks.postgres import PostgresSink, unique
+from streams.sinks.redis import CacheInvalidator
+from streams.state import UserState, decode_state, encode_state, event_context
+
+log = logging.getLogger(__name__)
+
+AGENT = "profile_updater"
+TABLE = "user_profile_state"
+MAX_BACKOFF_SEC = 5.0
+MODEL_WAIT_SEC = 60.0
+
+
+def profile_config(settings: Settings) -> ProfileConfig:
+    """The processors' knobs from settings."""
+    st = settings.stream
+    return ProfileConfig(
+        taste_weights=taste_weights(settings),
+        confidence_weights=confidence_weights(settings),
+        half_life_sec=st.half_life_days * 86400.0,
+        dedupe_window=st.dedupe_window,
+        max_pairs=st.max_pairs_per_user,
+    )
+
+
+def worker_dir(settings: Settings) -> Path:
+    """This worker's local table directory: ``<tables_dir>/<app_id>/port-<web_port>``."""
+    base = settings.stream.tables_dir or settings.var_dir / "stream"
+    return Path(base) / settings.stream.app_id / f"port-{settings.stream.web_port}"
+
+
+@dataclass
+class SpeedLayer:
+    """The runtime objects of one worker (connections, caches, model) and the batch step."""
+
+    settings: Settings
+    app: faust.App
+    table: Any
+    config: ProfileConfig
+    pg: PostgresSink
+    cache: CacheInvalidator
+    embeddings: EmbeddingCache
+    models: ModelHolder
+    dlq: Producer
+    dlq_topic: str
+    source_topic: str
+    positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset to process
+    _dlq_errors: list[str] = field(default_factory=list)
+
+    # ------------------------------------------------------------------------------- one batch
+    async def process(self, events: Sequence[Any]) -> None:
+        """Process one batch until it succeeded (retrying with backoff); the caller then acks."""
+        t0 = time.monotonic()
+        items, letters, last_event = self._decode(events)
+        delay = 0.2
+        while True:
+            try:
+                await self._process_once(items, letters, last_event)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                m.FAILURES.labels(AGENT, type(exc).__name__).inc()
+                log.exception("%s: batch of %d failed; retrying in %.1fs", AGENT, len(events), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_SEC)
+        for ev in events:
+            msg = ev.message
+            self.positions[msg.partition] = max(self.positions.get(msg.partition, 0), msg.offset + 1)
+        self.update_lag()
+        m.BATCH_SIZE.labels(AGENT).observe(len(events))
+        m.STAGE_SECONDS.labels(AGENT, "total").observe(time.monotonic() - t0)
+
+    def _decode(self, events: Sequence[Any]) -> tuple[list[Incoming], list[DeadLetter], dict[str, Any]]:
+        items: list[Incoming] = []
+        letters: list[DeadLetter] = []
+        last_event: dict[str, Any] = {}
+        for ev in events:
+            msg = ev.message
+            ts_ms = int(msg.timestamp * 1000) if msg.timestamp else None
+            res = decode_event(
+                msg.value,
+                key=msg.key,
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+                timestamp_ms=ts_ms,
+            )
+            if isinstance(res, DeadLetter):
+                letters.append(res)
+                continue
+            items.append(Incoming(res, msg.partition, msg.offset, ts_ms))
+            last_event[res.user_id] = ev
+        return items, letters, last_event
+
+    async def _process_once(
+        self, items: list[Incoming], letters: list[DeadLetter], last_event: dict[str, Any]
+    ) -> None:
+        stage = time.monotonic()
+
+        def lap(name: str) -> None:
+            nonlocal stage
+            now = time.monotonic()
+            m.STAGE_SECONDS.labels(AGENT, name).observe(now - stage)
+            stage = now
+
+        # dead letters first: queued now, confirmed before the ack (flush below)
+        self._dlq_errors.clear()
+        for letter in letters:
+            publish_dead_letter(self.dlq, letter, self.dlq_topic, on_delivery=self._on_dlq_delivery)
+        # state of every user in the batch, read in the context of their partition
+        table_data = self.table.data
+        states: dict[str, UserState] = {}
+        for user, ev in last_event.items():
+            with event_context(ev):
+                states[user] = decode_state(table_data.get(user.encode()))
+        vectors = await self.embeddings.ensure(unique(it.event.item_id for it in items))
+        lap("state")
+        result = apply_batch(items, states, embeddings=vectors, model=self.models.current, config=self.config)
+        lap("compute")
+        await self.pg.write_batch(result)
+        committed = time.time()
+        lap("postgres")
+        await self.cache.invalidate(list(result.users))
+        lap("redis")
+        if letters:
+            await asyncio.to_thread(self.dlq.flush, 30.0)
+            if self._dlq_errors or len(self.dlq):
+                raise RuntimeError(f"dead letters not acknowledged: {self._dlq_errors[:3]}")
+        await self._store_states(result, states, last_event)
+        lap("changelog")
+        self._observe(result, letters, committed, len(items))
+
+    def _on_dlq_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self._dlq_errors.append(str(err))
+
+    async def _store_states(
+        self, result: BatchResult, states: dict[str, UserState], last_event: dict[str, Any]
+    ) -> None:
+        """Write changed states to the store and the changelog; wait until Kafka has them.
+
+        Sent with the app's producer directly rather than ``table[key] = value``: faust's
+        per-record future/callback machinery cost half of a batch's time, and the record, its
+        partition and the persisted-offset bookkeeping are the same.
+
+        Users of partitions this worker lost meanwhile (a rebalance) are skipped: their new
+        owner re-applies the batch from its own recovered state (Postgres is idempotent).
+        """
+        assigned = self.app.consumer.assignment()
+        table_data = self.table.data
+        topic = self.table.changelog_topic.get_topic_name()
+        send = self.app.producer.send
+        futures = []
+        for user in result.users:
+            ev = last_event[user]
+            if ev.message.tp not in assigned:
+                continue
+            key, value = user.encode(), encode_state(states[user])
+            with event_context(ev):
+                table_data[key] = value  # the local store (RocksDB partition of the event)
+            futures.append(await send(topic, key, value, ev.message.partition, None, None))
+        if not futures:
+            return
+        # Kafka has every record once these resolve; then record how far the local store is
+        # (what faust's own changelog callback does), so a restart replays only what is newer.
+        persisted: dict[Any, int] = {}
+        for md in await asyncio.gather(*futures):
+            tp = md.topic_partition
+            persisted[tp] = max(persisted.get(tp, -1), md.offset)
+        for tp, offset in persisted.items():
+            table_data.set_persisted_offset(tp, offset)
+        m.STATE_WRITES.labels(TABLE).inc(len(futures))
+
+    def _observe(
+        self, result: BatchResult, letters: list[DeadLetter], committed: float, n_items: int
+    ) -> None:
+        applied = result.applied
+        m.EVENTS.labels(AGENT, "applied").inc(applied)
+        m.EVENTS.labels(AGENT, "duplicate").inc(result.duplicates)
+        m.EVENTS.labels(AGENT, "dead_letter").inc(len(letters))
+        for letter in letters:
+            m.DEAD_LETTERS.labels(AGENT, letter.reason.value).inc()
+        if applied:
+            ts = np.fromiter(
+                (it.timestamp_ms or 0 for u in result.users.values() for it in u.events), float, applied
+            )
+            hist = m.LATENCY.labels(AGENT)
+            for lat in committed - ts[ts > 0] / 1000.0:
+                hist.observe(max(float(lat), 0.0))
+
+    # ------------------------------------------------------------------------------- periodic
+    def update_lag(self) -> None:
+        """Consumer lag per assigned partition: high watermark (as of the last fetch response,
+        no broker round trip) - next offset to process (known once a batch of it was processed)."""
+        consumer = self.app.consumer
+        for tp in consumer.assignment():
+            if tp.topic != self.source_topic:
+                continue
+            try:
+                hw = consumer.highwater(tp)
+            except Exception:  # not fetched yet
+                continue
+            pos = self.positions.get(tp.partition)
+            if hw is not None and pos is not None:
+                m.LAG.labels(tp.topic, str(tp.partition)).set(max(hw - pos, 0))
+
+    async def maintain(self) -> None:
+        for action, name, *_ in await self.pg.maintain():
+            m.MAINTENANCE.labels(action).inc()
+            log.info("rt_interactions_maintain: %s %s", action, name)
+
+
+def build_app(settings: Settings) -> faust.App:
+    """The faust app of the speed layer (agents, table, timers, web page), configured from
+    ``settings``. Nothing connects until the worker starts."""
+    st = settings.stream
+    wdir = worker_dir(settings)
+    app = faust.App(
+        st.app_id,
+        broker=[f"kafka://{hp.strip()}" for hp in settings.kafka.bootstrap_servers.split(",")],
+        store="rocksdb://" if st.store == "rocksdb" else "memory://",
+        datadir=str(wdir),
+        tabledir=str(wdir / "tables"),
+        topic_partitions=settings.kafka.partitions,
+        topic_replication_factor=settings.kafka.replication_factor,
+        table_standby_replicas=st.standby_replicas,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=st.commit_interval_sec,
+        stream_buffer_maxsize=st.stream_buffer_maxsize,
+        stream_recovery_delay=st.recovery_delay_sec,
+        producer_acks=-1,
+        # state records are KiBs (a 768-d taste sum is 3 KiB): batch them into few produce requests
+        producer_max_batch_size=512 * 1024,
+        producer_max_request_size=4 * 1024 * 1024,
+        web_host=st.web_host,
+        web_port=st.web_port,
+        web_enabled=True,
+        processing_guarantee="at_least_once",
+    )
+    source_name = topic_name(settings, INTERACTIONS)
+    source = app.topic(
+        source_name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+    table = app.Table(
+        TABLE,
+        default=None,
+        key_type=bytes,  # bytes in, bytes out: the "raw" codec (our own msgpack record)
+        value_type=bytes,
+        partitions=settings.kafka.partitions,
+        help="per-user speed-layer state: dedupe window, taste sums, fold-in normal equations",
+    )
+    pg = PostgresSink(settings)
+    layer = SpeedLayer(
+        settings=settings,
+        app=app,
+        table=table,
+        config=profile_config(settings),
+        pg=pg,
+        cache=CacheInvalidator(settings.redis.url),
+        embeddings=EmbeddingCache(
+            pg.load_embeddings,
+            max_items=st.embedding_cache_items,
+            missing_ttl_sec=st.missing_embedding_ttl_sec,
+        ),
+        models=ModelHolder(settings),
+        dlq=Producer(producer_config(settings, **{"client.id": f"{st.app_id}-dlq"})),
+        dlq_topic=dlq_topic(settings),
+        source_topic=source_name,
+    )
+    app.speed_layer = layer  # type: ignore[attr-defined]  # for tests and the CLI
+
+    def _model_changed(model: Any) -> None:
+        m.MODEL_INFO.clear()
+        m.MODEL_INFO.labels(st.model_algorithm, model.version).set(1)
+
+    layer.models.on_change = _model_changed
+
+    @app.agent(source, name=AGENT)
+    async def profile_updater(stream: faust.StreamT) -> None:
+        """Batches of interaction records -> Postgres, Redis, state; acked after all three."""
+        try:  # fold in against the production model from the first batch on (bounded wait)
+            await asyncio.wait_for(layer.models.ready.wait(), MODEL_WAIT_SEC)
+        except TimeoutError:
+            log.warning("no answer from model-updates in %ss; starting without a model", MODEL_WAIT_SEC)
+        # noack_take is on Stream, not on the StreamT protocol faust types agents with
+        batches = stream.noack_take(st.batch_size, within=st.flush_interval_sec)  # type: ignore[attr-defined]
+        async for batch in batches:
+            await layer.process(batch)
+            for ev in batch:
+                await stream.ack(ev)
+
+    @app.timer(st.maintenance_interval_sec, on_leader=True, name="partition_maintenance")
+    async def partition_maintenance() -> None:
+        """Create upcoming rt partitions, drop archived expired ones (watermark-guarded)."""
+        try:
+            await layer.maintain()
+        except Exception:
+            log.exception("rt_interactions_maintain failed; next try in %ss", st.maintenance_interval_sec)
+
+    @app.timer(5.0, name="consumer_lag")
+    async def consumer_lag() -> None:
+        try:
+            layer.update_lag()
+        except Exception:  # a metric must never stop the worker
+            log.warning("consumer lag update failed", exc_info=True)
+
+    @app.task
+    async def model_updates() -> None:
+        """Follow the model-updates topic (every worker, no consumer group)."""
+        while True:
+            try:
+                await watch_model_updates(settings, layer.models, registry_fallback=pg.production_model)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("model-updates watcher failed; restarting in 5s")
+                await asyncio.sleep(5.0)
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(m.REGISTRY), content_type="text/plain; version=0.0.4")
+
+    return app
+
+
+def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
+    """Run one worker in this process until SIGTERM/SIGINT (``lambdarec stream worker``)."""
+    if settings.stream.use_uvloop:
+        import mode.loop
+
+        mode.loop.use("uvloop")
+    app = build_app(settings)
+    worker_dir(settings).mkdir(parents=True, exist_ok=True)
+    from faust.worker import Worker
+
+    Worker(
+        app,
+        loglevel=loglevel,
+        quiet=True,
+    ).execute_from_commandline()
