@@ -5,5 +5,6 @@ class InfraError(RuntimeError):
     """A service could not be installed, started or reached.
 
     The message names the setting or tool at fault and the fix, e.g.
-    ``"port 9092 (LAMBDAREC_KAFKA__BOOTSTRAP_SERVERS) is taken by pid 123 (java): stop it or pick another port"``.
+    ``"port 9092 (LAMBDAREC_KAFKA__BOOTSTRAP_SERVERS) is taken by pid 123 (java): stop it or pick
+    another port"``.
     """

@@ -68,7 +68,7 @@ class Service(ABC):
         """Version string of the running service ('' if unknown)."""
         return ""
 
-    def bootstrap(self) -> None:
+    def bootstrap(self) -> None:  # noqa: B027 - optional hook, most services need no setup
         """Idempotent setup after it is up: topics, buckets, databases."""
 
     def shutdown(self, pid: int) -> None:

@@ -43,7 +43,9 @@ def get_services(settings: Settings, names: list[str] | None = None) -> list[Ser
     return out
 
 
-def up(settings: Settings, names: list[str] | None = None, console: Console | None = None) -> dict[str, float]:
+def up(
+    settings: Settings, names: list[str] | None = None, console: Console | None = None
+) -> dict[str, float]:
     """Install (in parallel) then start (in order) the services. Returns seconds per phase/service."""
     console = console or Console(stderr=True)
     services = get_services(settings, names)
@@ -59,7 +61,7 @@ def up(settings: Settings, names: list[str] | None = None, console: Console | No
                 try:
                     fut.result()
                     console.print(f"  [green]installed[/] {name}")
-                except Exception as exc:  # noqa: BLE001 - reported together below
+                except Exception as exc:
                     errors.append(f"{name}: {exc}")
             if errors:
                 raise InfraError("install failed:\n" + "\n".join(errors))
@@ -84,7 +86,7 @@ def status(settings: Settings, names: list[str] | None = None) -> list[ServiceSt
 def status_table(rows: list[ServiceStatus]) -> Table:
     t = Table(title="lambdarec services")
     for col in ("service", "health", "version", "address", "pid", "memory", "mode"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for r in rows:
         t.add_row(
             r.name,

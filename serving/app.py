@@ -7,32 +7,48 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from lambdarec.settings import Settings, get_settings
 from schemas import events as ev
-from serving.deps import lifespan
+from serving.deps import lifespan, require_write_key
 from serving.publisher import AsyncEventPublisher
+from serving.recommend import Services
 from serving.routes import events as events_routes
+from serving.routes import health, items, popular, recommendations, users
 
 
-def create_app(settings: Settings | None = None, *, publisher: AsyncEventPublisher | None = None) -> FastAPI:
-    """Build the API. ``publisher`` injects the ingest publisher (tests); by default the lifespan
-    creates one from the settings. The event limits of ``settings`` become the process-wide limits
-    of :mod:`schemas.events` (one API process serves one configuration)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    publisher: AsyncEventPublisher | None = None,
+    services: Services | None = None,
+) -> FastAPI:
+    """Build the API. ``publisher`` and ``services`` inject the ingest publisher and the serving
+    resources (tests); by default the lifespan creates them from the settings. The event limits
+    of ``settings`` become the process-wide limits of :mod:`schemas.events` (one API process
+    serves one configuration)."""
     settings = settings or get_settings()
     ev.configure(settings.events)
     app = FastAPI(
         title="lambdarec",
         version="0.1.0",
-        summary="Real-time recommendations: event ingest and (soon) recommendation serving.",
+        summary="Real-time recommendations: event ingest and recommendation serving.",
         lifespan=lifespan,
     )
     app.state.settings = settings
     if publisher is not None:
         app.state.publisher = publisher
-    app.include_router(events_routes.router)
+    if services is not None:
+        app.state.services = services
+    app.add_middleware(health.TimingMiddleware)
+    app.include_router(events_routes.router, dependencies=[Depends(require_write_key)])
+    app.include_router(recommendations.router)
+    app.include_router(items.router)
+    app.include_router(popular.router)
+    app.include_router(users.router)
+    app.include_router(health.router)
     _document_event_schema(app, settings)
     return app
 

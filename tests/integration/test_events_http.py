@@ -19,6 +19,12 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(autouse=True)
+def _no_api_keys(kafka: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ingest semantics only; API keys are tested in tests/integration/test_serving_api.py."""
+    monkeypatch.setattr(kafka.serving, "require_api_keys", False)
+
+
+@pytest.fixture(autouse=True)
 def _reset_limits() -> Iterator[None]:
     yield
     ev.configure(None)  # create_app() set process-wide limits

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from lambdarec.settings import Settings
-from schemas.events import InteractionEvent, encode
 from schemas.dead_letters import decode_dead_letter
+from schemas.events import InteractionEvent, encode
 from streams.dead_letters import dlq_topic
 from tests.integration.events_support import consume_all
 from tests.integration.stream_support import (

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from lambdarec.settings import EventSettings, Settings
+from lambdarec.settings import EventSettings, ServingSettings, Settings
 from schemas import events as ev
 from serving.app import create_app
 from serving.publisher import PublishUnavailable
@@ -53,7 +53,10 @@ def publisher() -> FakePublisher:
 
 @pytest.fixture
 async def client(publisher: FakePublisher) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(events=EventSettings(max_batch_size=10, max_request_bytes=64 * 1024))
+    settings = Settings(
+        events=EventSettings(max_batch_size=10, max_request_bytes=64 * 1024),
+        serving=ServingSettings(require_api_keys=False),  # keys: tests/unit/test_serving_security.py
+    )
     app = create_app(settings, publisher=publisher)  # type: ignore[arg-type]
     async with (
         app.router.lifespan_context(app),

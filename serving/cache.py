@@ -1,0 +1,145 @@
+"""Redis cache of recommendation lists, keyed by the speed layer's per-user version.
+
+Key scheme: :mod:`schemas.cache_keys` (the contract with the speed layer, which ``INCR``s
+``rec:ver:{user}`` after committing new events; every older list becomes unreachable at once).
+
+Why two levels of stampede protection: an in-process single-flight (one computation per key
+per worker, others await its future) plus a short Redis lock (``SET NX PX``) across workers
+and hosts; a follower that does not get the lock waits up to ``cache_wait_ms`` for the leader's
+list, then computes itself (a slow leader must not stall everybody).
+
+Why a breaker: when Redis is down every call would wait its socket timeout; after one failure
+the cache is bypassed for ``_BREAK_SEC`` and lists are served uncached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from lambdarec.settings import Settings
+from schemas.cache_keys import list_key, version_key
+
+log = logging.getLogger(__name__)
+
+_BREAK_SEC = 2.0
+LOCK_PREFIX = "rec:lock:"
+#: seconds a degraded list stays cached: sheds load while a store is slow, recovers quickly
+DEGRADED_TTL = 30
+
+
+class RecCache:
+    """Async Redis access for serving (lists, versions, locks); never raises on Redis failure."""
+
+    def __init__(self, settings: Settings, client: aioredis.Redis | None = None) -> None:
+        cfg = settings.serving
+        timeout = cfg.redis_timeout_ms / 1000
+        self.client = client or aioredis.Redis.from_url(
+            settings.redis.url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            max_connections=64,
+        )
+        self.ttl = cfg.cache_ttl_sec
+        self.lock_ms = cfg.cache_lock_ms
+        self.wait_ms = cfg.cache_wait_ms
+        self._broken_until = 0.0
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
+
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._broken_until
+
+    def _trip(self, exc: BaseException) -> None:
+        if self.available:
+            log.warning("redis unavailable (%s): serving uncached for %.0f s", exc, _BREAK_SEC)
+        self._broken_until = time.monotonic() + _BREAK_SEC
+
+    async def _call(self, coro: Awaitable[Any]) -> Any:
+        try:
+            return await coro
+        except (aioredis.RedisError, OSError, TimeoutError) as exc:
+            self._trip(exc)
+            return None
+
+    async def version(self, user_id: str) -> int | None:
+        """The user's cache version (0 when never bumped); None when Redis is unavailable."""
+        if not self.available:
+            return None
+        raw = await self._call(self.client.get(version_key(user_id)))
+        if raw is None:
+            return 0 if self.available else None
+        return int(raw)
+
+    async def get(self, key: str) -> bytes | None:
+        if not self.available:
+            return None
+        return await self._call(self.client.get(key))
+
+    async def put(self, key: str, value: bytes, ttl: int | None = None) -> None:
+        if self.available:
+            await self._call(self.client.set(key, value, ex=ttl or self.ttl))
+
+    async def get_or_compute(
+        self, key: str, compute: Callable[[], Awaitable[tuple[bytes, bool]]]
+    ) -> tuple[bytes, bool]:
+        """``(value, cache_hit)``. ``compute`` returns ``(value, complete)``: a degraded
+        answer is cached for ``DEGRADED_TTL`` only (it sheds load under overload; an hour would
+        hide the recovery)."""
+        cached = await self.get(key)
+        if cached is not None:
+            return cached, True
+        fut = self._inflight.get(key)
+        if fut is not None:  # same worker, same key: share the leader's result
+            value, _ = await asyncio.shield(fut)
+            return value, False
+        fut = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+        try:
+            result = await self._lead(key, compute)
+            fut.set_result(result)
+            return result[0], False
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved: followers may not exist
+            raise
+        finally:
+            self._inflight.pop(key, None)
+
+    async def _lead(
+        self, key: str, compute: Callable[[], Awaitable[tuple[bytes, bool]]]
+    ) -> tuple[bytes, bool]:
+        lock = LOCK_PREFIX + key
+        if self.available:
+            got = await self._call(self.client.set(lock, b"1", nx=True, px=self.lock_ms))
+            if got is None and self.available and self.wait_ms > 0:
+                # another process computes this key: wait a little for its list
+                deadline = time.monotonic() + self.wait_ms / 1000
+                while time.monotonic() < deadline:
+                    await asyncio.sleep(0.02)
+                    cached = await self.get(key)
+                    if cached is not None:
+                        return cached, True
+        value, complete = await compute()
+        await self.put(key, value, None if complete else DEGRADED_TTL)
+        if self.available:
+            await self._call(self.client.delete(lock))
+        return value, complete
+
+    @staticmethod
+    def key(user_id: str, version: int, variant: str, digest: str) -> str:
+        return list_key(user_id, version, variant, digest)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,293 @@
+"""Candidate sources and item metadata: the only SQL of the recommendation path.
+
+Why one module: every query here is time-boxed by the caller and must stay an index lookup
+(user_profiles PK, rt_user_interactions (user_id, occurred_at), the batch view's active
+partition, the items HNSW index, popularity_metrics (date, score)). Popular lists are the same
+for everybody, so they are kept in process for ``_POPULAR_TTL`` seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from psycopg import AsyncConnection
+
+from serving.ranking import Candidate
+
+_POPULAR_TTL = 30.0
+_GENRES_TTL = 300.0
+
+
+@dataclass(slots=True)
+class UserContext:
+    """What ranking needs to know about a user (defaults describe an unknown user)."""
+
+    user_id: str
+    exists: bool = False
+    consent: bool = False
+    als_factors: np.ndarray | None = None
+    als_model_version: str | None = None
+    preference_vector: np.ndarray | None = None
+    favorite_genres: list[str] = field(default_factory=list)
+    diversity: float = 0.5
+    novelty: float = 0.5
+    seen: set[str] = field(default_factory=set)
+    disliked: set[str] = field(default_factory=set)
+    recent: list[str] = field(default_factory=list)  # most recent positive items, newest first
+
+    @property
+    def personalized(self) -> bool:
+        return self.consent and (
+            self.als_factors is not None or self.preference_vector is not None or bool(self.recent)
+        )
+
+
+@dataclass(slots=True)
+class ItemMeta:
+    item_id: str
+    title: str
+    year: int | None
+    popularity: float
+    genres: list[str]  # slugs
+
+
+_USER_SQL = """
+WITH h AS (
+    SELECT r.item_id, r.occurred_at AS t,
+           (r.event_type = 'dislike' OR (r.event_type = 'rate' AND r.rating <= 2)) AS bad
+      FROM rt_user_interactions r WHERE r.user_id = %(u)s
+    UNION ALL
+    SELECT f.item_id, f.occurred_at, (f.event_type = 'dislike' OR (f.event_type = 'rate' AND f.rating <= 2))
+      FROM recommendation_feedback f WHERE f.user_id = %(u)s AND f.event_type NOT IN ('view', 'click')
+), g AS (
+    SELECT item_id, max(t) AS t, bool_or(bad) AS bad FROM h GROUP BY item_id
+)
+SELECT p.user_id IS NOT NULL, coalesce(p.data_usage_consent, false), p.als_factors, p.als_model_version,
+       p.preference_vector, coalesce(p.favorite_genres, '[]'::jsonb),
+       coalesce(p.diversity_preference, 0.5), coalesce(p.novelty_preference, 0.5),
+       (SELECT coalesce(array_agg(item_id ORDER BY t DESC), '{}') FROM g),
+       (SELECT coalesce(array_agg(item_id), '{}') FROM g WHERE bad)
+  FROM (SELECT %(u)s::varchar AS id) u
+  LEFT JOIN user_profiles p ON p.user_id = u.id
+"""
+
+
+def _vec(v: Any) -> np.ndarray | None:
+    if v is None:
+        return None
+    if hasattr(v, "to_numpy"):  # pgvector.Vector (untyped vector columns)
+        v = v.to_numpy()
+    arr = np.asarray(v, dtype=np.float32)
+    return arr if arr.size and np.isfinite(arr).all() else None
+
+
+async def user_context(conn: AsyncConnection, user_id: str) -> UserContext:
+    """Profile, consent, seen and disliked items of ``user_id`` (one round trip)."""
+    row = await (await conn.execute(_USER_SQL, {"u": user_id}, binary=True)).fetchone()
+    assert row is not None
+    exists, consent, als, als_ver, pref, fav, div, nov, seen, disliked = row
+    return UserContext(
+        user_id=user_id,
+        exists=bool(exists),
+        consent=bool(consent),
+        als_factors=_vec(als),
+        als_model_version=als_ver,
+        preference_vector=_vec(pref),
+        favorite_genres=[str(g) for g in fav if isinstance(g, str | int)],
+        diversity=float(div),
+        novelty=float(nov),
+        seen=set(seen),
+        disliked=set(disliked),
+        recent=[i for i in seen if i not in set(disliked)][:5],
+    )
+
+
+@dataclass(slots=True)
+class ItemFilters:
+    genre: str | None = None  # slug
+    year_from: int | None = None
+    year_to: int | None = None
+
+    def sql(self, alias: str = "i") -> tuple[str, list[Any]]:
+        """``AND ...`` conditions on items ``alias`` and their parameters."""
+        parts: list[str] = []
+        params: list[Any] = []
+        if self.genre:
+            parts.append(
+                f"EXISTS (SELECT 1 FROM item_genres ig JOIN genres g ON g.genre_id = ig.genre_id "
+                f"WHERE ig.item_id = {alias}.item_id AND g.slug = %s)"
+            )
+            params.append(self.genre)
+        if self.year_from is not None:
+            parts.append(f"{alias}.release_year >= %s")
+            params.append(self.year_from)
+        if self.year_to is not None:
+            parts.append(f"{alias}.release_year <= %s")
+            params.append(self.year_to)
+        return "".join(" AND " + p for p in parts), params
+
+    def accepts(self, meta: ItemMeta) -> bool:
+        if self.genre and self.genre not in meta.genres:
+            return False
+        if self.year_from is not None and (meta.year is None or meta.year < self.year_from):
+            return False
+        return not (self.year_to is not None and (meta.year is None or meta.year > self.year_to))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            k: v
+            for k, v in (("genre", self.genre), ("year_from", self.year_from), ("year_to", self.year_to))
+            if v is not None
+        }
+
+
+async def ann_by_vector(
+    conn: AsyncConnection, vector: np.ndarray, n: int, filters: ItemFilters, source: str = "realtime"
+) -> list[Candidate]:
+    """Items nearest to ``vector`` (cosine, HNSW with iterative scan so filters still fill ``n``)."""
+    cond, params = filters.sql()
+    rows = await (
+        await conn.execute(
+            f"SELECT i.item_id, 1 - (i.embedding <=> %s) FROM items i WHERE i.embedding IS NOT NULL{cond} "
+            "ORDER BY i.embedding <=> %s LIMIT %s",
+            (vector, *params, vector, n),
+            binary=True,
+        )
+    ).fetchall()
+    return [Candidate(r[0], float(r[1]), source) for r in rows]
+
+
+async def similar_items(conn: AsyncConnection, item_id: str, n: int) -> tuple[bool, list[tuple[str, float]]]:
+    """(item exists, [(item_id, cosine similarity)]) by pgvector ANN over ``items.embedding``."""
+    row = await (
+        await conn.execute("SELECT embedding FROM items WHERE item_id = %s", (item_id,), binary=True)
+    ).fetchone()
+    if row is None:
+        return False, []
+    if row[0] is None:
+        return True, []
+    rows = await (
+        await conn.execute(
+            "SELECT item_id, 1 - (embedding <=> %s) FROM items WHERE embedding IS NOT NULL AND item_id <> %s "
+            "ORDER BY embedding <=> %s LIMIT %s",
+            (row[0], item_id, row[0], n),
+            binary=True,
+        )
+    ).fetchall()
+    return True, [(r[0], float(r[1])) for r in rows]
+
+
+async def batch_candidates(conn: AsyncConnection, user_id: str) -> tuple[list[Candidate], str | None]:
+    """The user's precomputed list from the active batch run, and its model version."""
+    row = await (
+        await conn.execute(
+            "SELECT recommendations, model_version FROM current_batch_recommendations "
+            "WHERE user_id = %s AND (expires_at IS NULL OR expires_at > now())",
+            (user_id,),
+        )
+    ).fetchone()
+    if row is None:
+        return [], None
+    out = []
+    for pos, rec in enumerate(row[0] or []):
+        if isinstance(rec, dict) and isinstance(rec.get("item_id"), str):
+            score = rec.get("score")
+            out.append(
+                Candidate(
+                    rec["item_id"],
+                    float(score) if isinstance(score, int | float) else -float(pos),
+                    "batch",
+                    anchor=rec.get("because") if isinstance(rec.get("because"), str) else None,
+                )
+            )
+    return out, row[1]
+
+
+class PopularCache:
+    """Process-local cache of popular lists (identical for everyone; 30 s is fresh enough)."""
+
+    def __init__(self) -> None:
+        self._lists: dict[tuple[Any, ...], tuple[float, list[Candidate]]] = {}
+        self._genres: tuple[float, dict[str, str]] | None = None
+
+    async def popular(
+        self, conn: AsyncConnection, n: int, filters: ItemFilters, window_days: int | None = 7
+    ) -> list[Candidate]:
+        """Top items of the last ``window_days`` of popularity_metrics; falls back to
+        ``items.popularity_score`` when the window holds nothing (fresh install, no traffic)."""
+        key = (n, filters.genre, filters.year_from, filters.year_to, window_days)
+        hit = self._lists.get(key)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < _POPULAR_TTL:
+            return hit[1]
+        cond, params = filters.sql()
+        rows: list[Any] = []
+        if window_days:
+            rows = await (
+                await conn.execute(
+                    "SELECT m.item_id, sum(coalesce(m.popularity_score, m.view_count + 2 * m.play_count "
+                    "+ 3 * m.like_count + m.click_count)) AS s FROM popularity_metrics m "
+                    f"JOIN items i ON i.item_id = m.item_id WHERE m.date > current_date - %s{cond} "
+                    "GROUP BY m.item_id ORDER BY s DESC NULLS LAST, m.item_id LIMIT %s",
+                    (window_days, *params, n),
+                )
+            ).fetchall()
+        if not rows:
+            rows = await (
+                await conn.execute(
+                    f"SELECT i.item_id, i.popularity_score FROM items i WHERE true{cond} "
+                    "ORDER BY i.popularity_score DESC, i.item_id LIMIT %s",
+                    (*params, n),
+                )
+            ).fetchall()
+        out = [Candidate(r[0], float(r[1] or 0.0), "popular", genre=filters.genre) for r in rows]
+        if len(self._lists) >= 2048:  # filter combinations are client-chosen: bound the memory
+            self._lists.clear()
+        self._lists[key] = (now, out)
+        return out
+
+    async def genres(self, conn: AsyncConnection) -> dict[str, str]:
+        """slug -> display name of every genre (validates ``genre=`` and favourite genres)."""
+        now = time.monotonic()
+        if self._genres is not None and now - self._genres[0] < _GENRES_TTL:
+            return self._genres[1]
+        rows = await (await conn.execute("SELECT slug, name FROM genres")).fetchall()
+        found = {r[0]: r[1] for r in rows}
+        self._genres = (now, found)
+        return found
+
+    def known_genres(self) -> dict[str, str] | None:
+        return None if self._genres is None else self._genres[1]
+
+
+async def item_meta(conn: AsyncConnection, item_ids: list[str]) -> dict[str, ItemMeta]:
+    """Title, year, popularity and genre slugs of ``item_ids``."""
+    if not item_ids:
+        return {}
+    rows = await (
+        await conn.execute(
+            "SELECT i.item_id, i.title, i.release_year, i.popularity_score, "
+            "coalesce((SELECT array_agg(g.slug) FROM item_genres ig "
+            "JOIN genres g ON g.genre_id = ig.genre_id WHERE ig.item_id = i.item_id), '{}') "
+            "FROM items i WHERE i.item_id = ANY(%s)",
+            (item_ids,),
+        )
+    ).fetchall()
+    return {r[0]: ItemMeta(r[0], r[1], r[2], float(r[3] or 0.0), list(r[4])) for r in rows}
+
+
+async def item_vectors(conn: AsyncConnection, item_ids: list[str]) -> dict[str, np.ndarray]:
+    """Embeddings of ``item_ids`` (for MMR similarity)."""
+    if not item_ids:
+        return {}
+    rows = await (
+        await conn.execute(
+            "SELECT item_id, embedding FROM items WHERE item_id = ANY(%s) AND embedding IS NOT NULL",
+            (item_ids,),
+            binary=True,  # a text vector costs ~0.5 ms to parse; binary is a memcpy
+        )
+    ).fetchall()
+    return {r[0]: v for r in rows if (v := _vec(r[1])) is not None}

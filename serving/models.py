@@ -1,0 +1,133 @@
+"""The production model's item factors, in memory, swapped when a promotion is announced.
+
+Why in memory: the speed view scores a user's ALS factors against *every* item (60k x rank 10
+is a 0.2 ms matrix-vector product); fetching factors per request would cost more than scoring.
+Why a group-less consumer per process: every API worker needs every promotion (Oryx's serving
+layer does the same). At start the registry (``models`` where status = production) is read once
+so a process serves the current model even when the topic's announcement has expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+
+from lambdarec.settings import Settings
+from schemas import model_updates
+from schemas.model_snapshot import load_item_factors
+from schemas.topics import MODEL_UPDATES, topic_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ItemFactors:
+    """Row ``i`` of ``factors`` belongs to ``item_ids[i]``; ``index`` maps id -> row."""
+
+    version: str
+    item_ids: np.ndarray
+    factors: np.ndarray
+    index: dict[str, int]
+
+    @classmethod
+    def build(cls, version: str, item_ids: np.ndarray, factors: np.ndarray) -> ItemFactors:
+        ids = np.asarray([str(i) for i in item_ids], dtype=object)
+        return cls(
+            version, ids, np.ascontiguousarray(factors, dtype=np.float32), {i: n for n, i in enumerate(ids)}
+        )
+
+    def vector(self, item_id: str) -> np.ndarray | None:
+        row = self.index.get(item_id)
+        return None if row is None else self.factors[row]
+
+
+class ModelStore:
+    """Holds the current :class:`ItemFactors` (None until a model is in production)."""
+
+    def __init__(self, settings: Settings, current: ItemFactors | None = None) -> None:
+        self.settings = settings
+        self.current: ItemFactors | None = current
+        self._task: asyncio.Task[None] | None = None
+
+    async def switch(self, version: str, snapshot_uri: str) -> bool:
+        """Load a snapshot in a thread and make it current; a failed load keeps the old model."""
+        if self.current is not None and self.current.version == version:
+            return False
+        try:
+            ids, factors, _ = await asyncio.to_thread(load_item_factors, snapshot_uri, s3=self.settings.s3)
+        except Exception:
+            log.exception("cannot load model %s from %s; keeping the current one", version, snapshot_uri)
+            return False
+        self.current = ItemFactors.build(version, ids, factors)
+        log.info("serving item factors: model %s (%d items)", version, len(ids))
+        return True
+
+    async def load_from_registry(self, pool: object) -> None:
+        """The production model of ``serving.model_algorithm`` per the ``models`` registry."""
+        try:
+            async with pool.connection(timeout=2) as conn:  # type: ignore[attr-defined]
+                row = await (
+                    await conn.execute(
+                        "SELECT version, snapshot_uri FROM models "
+                        "WHERE algorithm = %s AND status = 'production'",
+                        (self.settings.serving.model_algorithm,),
+                    )
+                ).fetchone()
+        except Exception as exc:
+            log.warning("model registry unavailable (%s); realtime ALS candidates off until a promotion", exc)
+            return
+        if row and row[1]:
+            await self.switch(str(row[0]), str(row[1]))
+
+    async def watch(self) -> None:
+        """Follow ``model-updates`` forever (from the beginning; the last promotion wins)."""
+        from aiokafka import AIOKafkaConsumer
+
+        algorithm = self.settings.serving.model_algorithm
+        while True:
+            consumer = AIOKafkaConsumer(
+                topic_name(self.settings, MODEL_UPDATES),
+                bootstrap_servers=self.settings.kafka.bootstrap_servers,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            )
+            try:
+                await consumer.start()
+                while True:
+                    batches = await consumer.getmany(timeout_ms=1000)
+                    latest: model_updates.ModelUpdate | None = None
+                    for records in batches.values():
+                        for rec in records:
+                            try:
+                                upd = model_updates.decode(rec.value or b"")
+                            except msgspec.MsgspecError:
+                                continue
+                            if upd.algorithm == algorithm:
+                                latest = upd
+                    if latest is not None:
+                        await self.switch(latest.model_version, latest.snapshot_uri)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # broker down: retry, keep serving the current model
+                log.warning("model-updates watcher: %s; retrying in 5 s", exc)
+                await asyncio.sleep(5)
+            finally:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+
+    def start_watching(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self.watch(), name="model-updates-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None

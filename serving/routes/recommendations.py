@@ -1,0 +1,58 @@
+"""``GET /v1/users/{user_id}/recommendations``: a personalised, explained list (cached)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+
+from serving.candidates import ItemFilters
+from serving.deps import ServicesDep, read_rate_limit
+from serving.recommend import NothingToServe, RecRequest, recommend
+from serving.routes.common import ID_PATTERN, MAX_ID, check_years, resolve_genre
+from serving.routes.schemas_api import REC_EXAMPLE, RecommendationList, error, json_response
+
+router = APIRouter(tags=["recommendations"], dependencies=[Depends(read_rate_limit)])
+
+RESPONSES = {
+    200: json_response(RecommendationList, REC_EXAMPLE, "The list (fresh rec_id on every call)."),
+    422: error("Invalid parameter.", "year_from (2020) is after year_to (1990)"),
+    429: error("Rate limited.", "rate limit of 6000 requests/minute exceeded"),
+    503: error("Nothing can be served.", "no recommendation source is available"),
+}
+
+
+@router.get(
+    "/v1/users/{user_id}/recommendations",
+    summary="Recommendations for a user",
+    response_model=None,
+    responses=RESPONSES,  # type: ignore[arg-type]
+)
+async def get_recommendations(
+    svc: ServicesDep,
+    user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN, examples=["u42"])],
+    k: Annotated[int, Query(ge=1, le=100, description="list length")] = 10,
+    genre: Annotated[str | None, Query(min_length=1, max_length=100, examples=["drama"])] = None,
+    year_from: Annotated[int | None, Query(ge=1800, le=2200)] = None,
+    year_to: Annotated[int | None, Query(ge=1800, le=2200)] = None,
+    exclude_seen: Annotated[bool, Query(description="drop items the user interacted with")] = True,
+    variant: Annotated[
+        str | None,
+        Query(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="experiment variant"),
+    ] = None,
+) -> Response:
+    """Blend of the speed layer (ALS fold-in and taste-vector ANN), the batch view and popularity,
+    re-ranked by MMR (the user's diversity_preference) with a novelty boost; users without data
+    usage consent get a non-personalised list. ``degraded: true`` marks a fallback answer."""
+    check_years(year_from, year_to)
+    if k > svc.settings.serving.max_k:
+        raise HTTPException(422, f"k={k} exceeds serving.max_k={svc.settings.serving.max_k}")
+    slug = await resolve_genre(svc, genre)
+    config = svc.variant_config(variant) if (variant and svc.variant_config) else None
+    req = RecRequest(user_id, k, ItemFilters(slug, year_from, year_to), exclude_seen, variant, config)
+    try:
+        answer = await recommend(svc, req)
+    except NothingToServe as exc:
+        raise HTTPException(503, f"no recommendation source is available: {exc}") from None
+    return Response(orjson.dumps(answer), media_type="application/json")

@@ -1,0 +1,164 @@
+"""Every served list -> the ``served-recommendations`` topic and ``recommendation_logs``.
+
+Why never on the request path: :meth:`ServeLog.record` only appends to a local buffer and hands
+the record to librdkafka's queue (``produce`` does not wait for the broker; ``linger.ms`` batches).
+A background task writes ``recommendation_logs`` rows in batches (one multi-row INSERT per
+``serving.log_flush_interval_sec``). When Kafka or Postgres is down, records are dropped and
+counted (``lambdarec_served_log_dropped_total``), never retried on the request path: a lost log
+row costs less than a slow answer. ``rec_id`` is the primary key, so a replay is idempotent.
+
+The lake archiver consumes the topic; the API (not the speed layer) writes recommendation_logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from prometheus_client import Counter
+from psycopg.types.json import Jsonb
+
+from lambdarec.settings import Settings
+from schemas.topics import SERVED, producer_config, topic_name
+
+log = logging.getLogger(__name__)
+
+DROPPED = Counter("lambdarec_served_log_dropped_total", "served-list log records dropped", ["sink"])
+LOGGED = Counter("lambdarec_served_log_total", "served-list log records written", ["sink"])
+
+_INSERT = (
+    "INSERT INTO recommendation_logs (rec_id, user_id, items, algorithm_source, model_version, variant, "
+    "context, computation_time_ms, cache_hit, served_at) VALUES "
+)
+
+
+def log_record(answer: dict[str, Any]) -> dict[str, Any]:
+    """The logged form of a served answer: the columns of ``recommendation_logs`` (the shape
+    ``batch/lake/served.py`` reads from the topic); items reduced to id, score, source, in order."""
+    return {
+        "rec_id": answer["rec_id"],
+        "user_id": answer["user_id"],
+        "items": [
+            {"item_id": i["item_id"], "score": i["score"], "source": i["source"]} for i in answer["items"]
+        ],
+        "algorithm_source": answer.get("algorithm_source", "popular"),
+        "model_version": answer.get("model_version"),
+        "variant": answer.get("variant"),
+        "computation_time_ms": answer.get("computation_time_ms"),
+        "cache_hit": bool(answer.get("cache_hit")),
+        "context": {"degraded": bool(answer.get("degraded"))},
+        "served_at": datetime.now(UTC).isoformat(),
+    }
+
+
+class ServeLog:
+    """Buffered, non-blocking sink of served lists (Kafka topic + Postgres rows)."""
+
+    def __init__(
+        self, settings: Settings, pool: Any | None = None, *, topic: str | None = None, kafka: bool = True
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.topic = topic or topic_name(settings, SERVED)
+        self._rows: deque[dict[str, Any]] = deque(maxlen=100_000)
+        self._producer: Any = None
+        self._kafka = kafka
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._kafka and self._producer is None:
+            from confluent_kafka import Producer
+
+            self._producer = Producer(
+                producer_config(
+                    self.settings,
+                    **{"client.id": "lambdarec-serve-log", "linger.ms": 50, "message.timeout.ms": 30_000},
+                )
+            )
+            self._thread = threading.Thread(target=self._poll, name="serve-log-poll", daemon=True)
+            self._thread.start()
+        if self.pool is not None and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._flush_loop(), name="serve-log-flush")
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.2)
+
+    def _on_delivery(self, err: Any, _msg: Any) -> None:
+        (DROPPED.labels("kafka") if err is not None else LOGGED.labels("kafka")).inc()
+
+    def record(self, answer: dict[str, Any]) -> None:
+        """Queue one served list (O(1), never blocks, never raises)."""
+        rec = log_record(answer)
+        self._rows.append(rec)
+        if self._producer is not None:
+            try:
+                self._producer.produce(
+                    self.topic, orjson.dumps(rec), rec["user_id"].encode(), on_delivery=self._on_delivery
+                )
+            except (BufferError, Exception):
+                DROPPED.labels("kafka").inc()
+
+    async def _flush_loop(self) -> None:
+        interval = self.settings.serving.log_flush_interval_sec
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):
+                await self.flush()
+
+    async def flush(self) -> int:
+        """Write buffered rows to recommendation_logs (batches of ``serving.log_batch_size``)."""
+        if self.pool is None:
+            return 0
+        written = 0
+        size = self.settings.serving.log_batch_size
+        while self._rows:
+            batch = [self._rows.popleft() for _ in range(min(size, len(self._rows)))]
+            params: list[Any] = []
+            for r in batch:
+                params += [
+                    r["rec_id"],
+                    r["user_id"],
+                    Jsonb(r["items"]),
+                    r["algorithm_source"],
+                    r["model_version"],
+                    r["variant"],
+                    Jsonb(r["context"]),
+                    r["computation_time_ms"],
+                    r["cache_hit"],
+                    r["served_at"],
+                ]
+            sql = _INSERT + ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"] * len(batch))
+            try:
+                async with self.pool.connection(timeout=2) as conn:
+                    await conn.execute(sql + " ON CONFLICT (rec_id) DO NOTHING", params)
+            except Exception as exc:
+                DROPPED.labels("postgres").inc(len(batch))
+                log.warning("dropping %d recommendation_logs rows: %s", len(batch), exc)
+                continue
+            LOGGED.labels("postgres").inc(len(batch))
+            written += len(batch)
+        return written
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        with contextlib.suppress(Exception):
+            await self.flush()
+        if self._producer is not None:
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join(timeout=2)
+            self._producer.flush(5)
+            self._producer = None
