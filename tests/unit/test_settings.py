@@ -7,7 +7,18 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from lambdarec.settings import Settings
+from lambdarec.settings import PROJECT_ROOT, Settings
+
+
+@pytest.fixture(autouse=True)
+def _no_lambdarec_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about defaults and env parsing: start from an environment without overrides."""
+    import os
+
+    for k in list(os.environ):
+        if k.startswith("LAMBDAREC_"):
+            monkeypatch.delenv(k)
+    monkeypatch.chdir(PROJECT_ROOT.parent)  # no .env file from the working directory
 
 
 def test_defaults_point_at_local_services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
