@@ -1,4 +1,4 @@
-"""The ``lambdarec`` command: one typer app with a sub-app per area (infra, db, ...)."""
+"""The ``lambdarec`` command: one typer app with a sub-app (or command) per area."""
 
 from __future__ import annotations
 
@@ -9,9 +9,20 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from infra.errors import InfraError
-from lambdarec.cli import db as db_cli
-from lambdarec.cli.demo import demo
-from lambdarec.cli import infra as infra_cli
+from lambdarec.cli import (
+    catalog,
+    db,
+    demo,
+    dlq,
+    evaluate,
+    events,
+    infra,
+    lake,
+    serve,
+    stream,
+    users,
+    world,
+)
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -19,10 +30,19 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     help="lambdarec: real-time recommendations.",
 )
-app.command()(demo)
-app.add_typer(infra_cli.app, name="infra")
-app.add_typer(db_cli.app, name="db")
-# Sub-apps of later areas register here, one line each.
+app.command()(demo.demo)
+app.add_typer(infra.app, name="infra")
+app.add_typer(db.app, name="db")
+app.add_typer(events.app, name="events")
+app.add_typer(dlq.app, name="dlq")
+app.add_typer(catalog.app, name="catalog")
+app.add_typer(world.app, name="world")
+app.add_typer(stream.app, name="stream")
+app.add_typer(lake.app, name="lake")
+app.add_typer(users.app, name="users")
+app.command("evaluate")(evaluate.evaluate)
+app.command("serve")(serve.serve)
+app.add_typer(serve.apikey_app, name="apikey")
 
 
 def main() -> None:
