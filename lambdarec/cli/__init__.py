@@ -10,6 +10,7 @@ from rich.console import Console
 
 from infra.errors import InfraError
 from lambdarec.cli import (
+    batch,
     catalog,
     db,
     demo,
@@ -40,6 +41,8 @@ app.add_typer(world.app, name="world")
 app.add_typer(stream.app, name="stream")
 app.add_typer(lake.app, name="lake")
 app.add_typer(users.app, name="users")
+app.add_typer(batch.app, name="batch")
+app.command("scheduler")(batch.scheduler)
 app.command("evaluate")(evaluate.evaluate)
 app.command("serve")(serve.serve)
 app.add_typer(serve.apikey_app, name="apikey")

@@ -1,0 +1,53 @@
+"""The quality gate's rules (batch/gate.py): pure logic, no services."""
+
+from __future__ import annotations
+
+import math
+
+from batch.gate import decide, decide_with_settings
+from lambdarec.settings import BatchSettings
+
+KW = {
+    "k": 10,
+    "min_ndcg": 0.05,
+    "max_regression": 0.05,
+    "min_catalog_coverage": 0.1,
+    "min_user_coverage": 0.5,
+}
+GOOD = {"ndcg@10": 0.30, "catalog_coverage": 0.4, "user_coverage": 0.9}
+
+
+def test_first_model_passes_on_absolute_thresholds() -> None:
+    d = decide(GOOD, None, **KW)
+    assert d.passed and "vs_production" not in d.checks
+
+
+def test_small_regression_within_tolerance_passes() -> None:
+    assert decide(GOOD, {"ndcg@10": 0.31}, **KW).passed  # 3.2 % worse, 5 % allowed
+
+
+def test_regression_beyond_tolerance_fails_with_reason() -> None:
+    d = decide(GOOD, {"ndcg@10": 0.40}, **KW)
+    assert not d.passed and not d.checks["vs_production"]
+    assert "25.0% below production's 0.4000" in d.reasons[0]
+
+
+def test_floors_each_fail_independently() -> None:
+    d = decide({"ndcg@10": 0.01, "catalog_coverage": 0.01, "user_coverage": 0.1}, None, **KW)
+    assert not d.passed and len(d.reasons) == 3
+
+
+def test_nan_metrics_never_pass() -> None:
+    d = decide({**GOOD, "ndcg@10": math.nan}, None, **KW)
+    assert not d.passed and "not finite" in d.reasons[0]
+    assert not decide({"catalog_coverage": 0.5}, None, **KW).passed
+
+
+def test_production_without_metric_is_ignored() -> None:
+    assert decide(GOOD, {"ndcg@10": math.nan}, **KW).passed
+
+
+def test_settings_thresholds_are_used() -> None:
+    s = BatchSettings(gate_min_ndcg=0.5)
+    assert not decide_with_settings(GOOD, None, s).passed
+    assert decide_with_settings(GOOD, None, BatchSettings()).passed
