@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 import pyarrow as pa
@@ -30,42 +30,7 @@ from batch.lake.storage import Lake
 from batch.lake.txn import SOURCE_TOPIC, DedupIndex, KafkaRecord, Writer, without_source
 from schemas.dead_letters import DeadLetter, Reason
 from schemas.lake import SERVED_RECOMMENDATIONS
-
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-
-
-class ServedItem(msgspec.Struct, frozen=True):
-    """One item of a served list, in served order."""
-
-    item_id: Id
-    score: float | None = None
-    source: str | None = None
-
-
-class ServedList(msgspec.Struct, kw_only=True, frozen=True):
-    """One served list (a ``recommendation_logs`` row) as read from the served topic."""
-
-    rec_id: Id
-    user_id: Id
-    algorithm_source: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
-    served_at: Annotated[datetime, msgspec.Meta(tz=True)]
-    items: list[ServedItem]
-    session_id: str | None = None
-    model_version: str | None = None
-    experiment_id: int | None = None
-    variant: str | None = None
-    context: dict[str, Any] | None = None
-    computation_time_ms: float | None = None
-    cache_hit: bool | None = None
-
-
-_decoder = msgspec.json.Decoder(ServedList)
-_json = msgspec.json.Encoder()
-
-
-def encode_served(served: ServedList) -> bytes:
-    """JSON for the served topic (for producers and tests)."""
-    return _json.encode(served)
+from schemas.served import ServedList, decode_served_list
 
 
 def decode_served(r: KafkaRecord) -> ServedList | DeadLetter:
@@ -87,7 +52,7 @@ def decode_served(r: KafkaRecord) -> ServedList | DeadLetter:
     if not r.value:
         return dead(Reason.EMPTY, "empty record (null or zero-length value)")
     try:
-        return _decoder.decode(r.value)
+        return decode_served_list(r.value)
     except msgspec.ValidationError as exc:
         return dead(Reason.INVALID_FIELD, str(exc))
     except msgspec.DecodeError as exc:
@@ -99,7 +64,7 @@ def served_rows(lists: Sequence[tuple[KafkaRecord, ServedList]], archived_at: da
     cols: dict[str, list[Any]] = {name: [] for name in SERVED_RECOMMENDATIONS.column_names}
     topics: list[str] = []
     for r, s in lists:
-        ctx = None if s.context is None else _json.encode(s.context).decode()
+        ctx = None if s.context is None else msgspec.json.encode(s.context).decode()
         day = s.served_at.astimezone(UTC).date()
         ts = None if r.timestamp_ms is None else datetime.fromtimestamp(r.timestamp_ms / 1000, UTC)
         for pos, item in enumerate(s.items):

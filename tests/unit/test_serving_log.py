@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import orjson
 
-from batch.lake.served import ServedList
+from schemas.served import ServedList
 from serving.serve_log import log_record
 
 
