@@ -169,9 +169,15 @@ class InteractionEvent(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=
                 raise ValueError(
                     f"context: has {len(self.context)} keys; at most {lim.max_context_keys} allowed"
                 )
-            size = len(_encoder.encode(self.context))
-            if size > lim.max_context_bytes:
-                raise ValueError(f"context: is {size} bytes serialized; at most {lim.max_context_bytes}")
+            encoded = _encoder.encode(self.context)
+            if len(encoded) > lim.max_context_bytes:
+                raise ValueError(
+                    f"context: is {len(encoded)} bytes serialized; at most {lim.max_context_bytes}"
+                )
+            # JSON allows "\u0000" but Postgres text/jsonb cannot store it: accepting it here would
+            # make the speed layer's insert fail on every retry (a poison record).
+            if b"\\u0000" in encoded:
+                raise ValueError("context: must not contain the NUL character (\\u0000)")
         # _horizon is "now + tolerance" as of its last refresh, so it is never later than the true
         # horizon: an event at or before it is certainly fine, no clock read needed (the common
         # case, and a third of the decode cost otherwise). Only later events refresh and recheck.

@@ -265,7 +265,9 @@ ids = st.text(
     min_size=1,
     max_size=128,
 )
-json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
+# context text never holds NUL: the contract rejects it (Postgres cannot store it), tested above
+no_nul_text = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=20)
+json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | no_nul_text
 times = st.datetimes(
     min_value=datetime(1990, 1, 1), max_value=datetime(2035, 1, 1), timezones=st.just(UTC)
 ).filter(lambda d: d <= datetime.now(UTC))
@@ -289,7 +291,7 @@ def events(draw: st.DrawFn) -> ev.InteractionEvent:
         source=draw(st.none() | st.sampled_from(list(ev.Source))),
         rec_id=draw(ids) if with_rec else None,
         position=draw(st.integers(0, ev.POSITION_MAX)) if with_rec else None,
-        context=draw(st.none() | st.dictionaries(st.text(max_size=10), json_scalars, max_size=8)),
+        context=draw(st.none() | st.dictionaries(no_nul_text, json_scalars, max_size=8)),
         received_at=draw(st.none() | times),
     )
 
@@ -322,3 +324,18 @@ def test_arbitrary_objects_never_crash_decode_event(obj: dict[str, Any]) -> None
     assert isinstance(result, ev.InteractionEvent | DeadLetter)
     if isinstance(result, DeadLetter):
         assert result.reason != "internal_error", result.error
+
+
+@pytest.mark.parametrize(
+    "context",
+    [{"note": "a\u0000b"}, {"nested": {"deep": ["x", "\u0000"]}}, {"k\u0000": "v"}],
+)
+def test_context_with_nul_is_rejected_because_postgres_cannot_store_it(context: dict[str, Any]) -> None:
+    with pytest.raises(ev.EventValidationError) as exc:
+        ev.decode(raw(context=context))
+    assert exc.value.field == "context" and "NUL" in exc.value.message
+
+
+def test_context_with_other_escapes_is_fine() -> None:
+    event = ev.decode(raw(context={"note": "tab\there \u00e9 \u2603"}))
+    assert event.context == {"note": "tab\there \u00e9 \u2603"}
