@@ -10,6 +10,7 @@ from rich.console import Console
 
 from infra.errors import InfraError
 from lambdarec.cli import (
+    backfill,
     batch,
     catalog,
     db,
@@ -38,6 +39,7 @@ app.add_typer(events.app, name="events")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(catalog.app, name="catalog")
 app.add_typer(world.app, name="world")
+app.command("backfill")(backfill.backfill)
 app.add_typer(stream.app, name="stream")
 app.add_typer(lake.app, name="lake")
 app.add_typer(users.app, name="users")
