@@ -75,3 +75,18 @@ def stop(settings: Settings, names: list[str] | None = None, instance: str = "")
             stopped.append(n)
         pidfile.clear()
     return stopped
+
+
+def stop_all(settings: Settings) -> list[str]:
+    """Stop every background process of every instance (what ``lambdarec infra down`` does first,
+    so the worker and API never outlive the services they talk to)."""
+    stopped = []
+    for name in COMMANDS:
+        for path in sorted(settings.run_dir.glob(f"{name}*.pid")):
+            pidfile = PidFile(settings.run_dir, path.stem)
+            pid = pidfile.read()
+            if pid is not None:
+                stop_pid(pid)
+                stopped.append(path.stem)
+            pidfile.clear()
+    return stopped

@@ -74,7 +74,12 @@ def up(
 
 
 def down(settings: Settings, names: list[str] | None = None) -> None:
-    """Stop managed services in reverse start order (external ones are left alone)."""
+    """Stop managed services in reverse start order (external ones are left alone); with no names,
+    first the background processes (demo worker and API) that use them."""
+    if not names:
+        from infra.processes import stop_all
+
+        stop_all(settings)
     for s in reversed(get_services(settings, names)):
         s.down()
 
