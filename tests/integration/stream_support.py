@@ -373,3 +373,21 @@ def metric(text: str, name: str, **labels: str) -> float:
         if all(f'{k}="{v}"' in head for k, v in labels.items()):
             total += float(value)
     return total
+
+
+def members_with_interactions(se: StreamEnv) -> int:
+    """How many members of the workers' consumer group currently own an interactions partition
+    (0 while the group is rebalancing): the test waits on this, not on timing."""
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    topic = interactions_topic(se.settings)
+    admin = AdminClient({"bootstrap.servers": se.settings.kafka.bootstrap_servers})
+    fut = admin.describe_consumer_groups([se.settings.stream.app_id], request_timeout=10)
+    desc = fut[se.settings.stream.app_id].result(timeout=15)
+    if desc.state != ConsumerGroupState.STABLE:
+        return 0
+    return sum(
+        any(tp.topic == topic for tp in (m.assignment.topic_partitions if m.assignment else []))
+        for m in desc.members
+    )
