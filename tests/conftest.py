@@ -49,9 +49,18 @@ def s3(settings: Settings) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def spark(settings: Settings, s3: Settings):  # type: ignore[no-untyped-def]
-    """A SparkSession with Delta and s3a configured (jars installed once under var/)."""
+def spark_jars(settings: Settings, s3: Settings) -> Settings:
     _up(settings, "spark")
+    return settings
+
+
+@pytest.fixture
+def spark(settings: Settings, spark_jars: Settings):  # type: ignore[no-untyped-def]
+    """A SparkSession with Delta and s3a configured (jars installed once under var/).
+
+    Function-scoped on purpose: get_spark caches one session per process and replaces it when a
+    test asks for another configuration (the batch tests do), so holding one across tests would
+    hand out a stopped session. Asking again is free when the cached one still fits."""
     from infra.spark import get_spark
 
     return get_spark(settings)

@@ -35,7 +35,7 @@ T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=20)
 
 @pytest.fixture(scope="module")
 def world(
-    postgres: Settings, kafka: Settings, spark, tmp_path_factory: pytest.TempPathFactory
+    postgres: Settings, kafka: Settings, spark_jars: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Settings]:  # type: ignore[no-untyped-def]
     from infra.postgres import scratch_database
     from schemas.migrate import migrate
