@@ -3,10 +3,22 @@ already up) through infra, exactly as ``lambdarec infra up NAME`` would."""
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
+
 import pytest
 
 from infra import services
 from lambdarec.settings import Settings, get_settings
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A port on 127.0.0.1 that this test process listens on (for "port already taken" tests)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

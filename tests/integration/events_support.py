@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import threading
 import time
 import uuid
@@ -22,6 +21,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from lambdarec.settings import Settings
+from tests.ports import free_port
 
 _KAFKA_LOG = logging.getLogger("lambdarec.kafka")  # quiet: librdkafka logs to Python logging
 
@@ -108,12 +108,6 @@ def event_dict(i: int, **over: Any) -> dict[str, Any]:
     }
     d.update(over)
     return d
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

@@ -36,16 +36,11 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from infra.s3 import s3_client
 from lambdarec.settings import Settings
 from schemas.dead_letters import DeadLetter, Reason, encode_dead_letter
+from tests.ports import free_port
 
 #: a Delta commit: ``_delta_log/00000000000000000012.json`` (or delta-rs' temp commit file)
 COMMIT_KEY = re.compile(r"/_delta_log/(\d{20}\.json|_commit_[^/]+)$")
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "upgrade"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class S3FaultProxy:

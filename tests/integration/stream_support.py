@@ -38,8 +38,7 @@ from schemas.model_updates import ModelUpdate
 from schemas.model_updates import encode as encode_update
 from schemas.topics import INTERACTIONS, MODEL_UPDATES, topic_configs, topic_name
 from streams.producer import EventProducer
-
-from .events_support import free_port
+from tests.ports import free_port
 
 LAMBDAREC = str(PROJECT_ROOT / ".venv" / "bin" / "lambdarec")
 

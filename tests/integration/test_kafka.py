@@ -17,6 +17,7 @@ from infra.errors import InfraError
 from infra.kafka import KafkaService
 from lambdarec.settings import KafkaSettings, Settings
 from schemas.topics import topic_configs
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -204,21 +205,15 @@ def _throwaway(tmp_path: Path, port: int, controller_port: int) -> Settings:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("which", ["broker", "controller"])
-def test_start_on_a_taken_port_names_the_setting(
+def test_start_on_a_listener_names_the_setting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str
 ) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        free = _free_port()
+        free = free_port()
         port, cport = (taken, free) if which == "broker" else (free, taken)
         svc = KafkaService(_throwaway(tmp_path, port, cport))
         monkeypatch.setattr(svc, "is_installed", lambda: True)  # skip the jar copy: fail before any JVM
@@ -235,7 +230,7 @@ def test_start_on_a_taken_port_names_the_setting(
 
 
 def test_missing_java_is_an_infra_error_with_a_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    svc = KafkaService(_throwaway(tmp_path, _free_port(), _free_port()))
+    svc = KafkaService(_throwaway(tmp_path, free_port(), free_port()))
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(InfraError, match=r"'java' is not installed.*openjdk"):
         svc.install()
@@ -243,7 +238,7 @@ def test_missing_java_is_an_infra_error_with_a_hint(tmp_path: Path, monkeypatch:
 
 
 def test_external_cluster_that_does_not_answer(tmp_path: Path) -> None:
-    s = _throwaway(tmp_path, _free_port(), _free_port())
+    s = _throwaway(tmp_path, free_port(), free_port())
     s.kafka.managed = False
     svc = KafkaService(s)
     assert not svc.ping()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,23 +16,9 @@ from infra.errors import InfraError
 from infra.postgres import PostgresService, scratch_database
 from lambdarec.settings import Settings
 from schemas.migrate import migrate
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    """A port something else is listening on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        yield s.getsockname()[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _throwaway(tmp_path: Path, url: str, managed: bool = True) -> Settings:
@@ -130,7 +114,7 @@ def test_managed_server_must_be_local(tmp_path: Path) -> None:
 
 
 def test_unreachable_external_postgres_is_a_clear_error(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     s = _throwaway(tmp_path, f"postgresql://u:p@127.0.0.1:{port}/db", managed=False)
     svc = PostgresService(s)
     t0 = time.monotonic()

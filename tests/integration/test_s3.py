@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from infra.errors import InfraError
 from infra.minio import MinioService, ldflags_for
 from infra.s3 import s3_client
 from lambdarec.settings import Settings
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -76,29 +76,15 @@ def _throwaway(tmp_path: Path, port: int, console_port: int) -> Settings:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def taken_port():  # type: ignore[no-untyped-def]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(1)
-        yield s.getsockname()[1]
-
-
-def test_api_port_taken_names_the_setting(tmp_path: Path, taken_port: int) -> None:
-    svc = MinioService(_throwaway(tmp_path, taken_port, _free_port()))
-    with pytest.raises(InfraError, match=rf"port {taken_port} \(LAMBDAREC_S3__ENDPOINT_URL\)"):
+def test_api_port_taken_names_the_setting(tmp_path: Path, listener: int) -> None:
+    svc = MinioService(_throwaway(tmp_path, listener, free_port()))
+    with pytest.raises(InfraError, match=rf"port {listener} \(LAMBDAREC_S3__ENDPOINT_URL\)"):
         svc.launch()
     assert svc.pidfile.read() is None
 
 
-def test_console_port_taken_names_the_setting(tmp_path: Path, taken_port: int) -> None:
-    svc = MinioService(_throwaway(tmp_path, _free_port(), taken_port))
+def test_console_port_taken_names_the_setting(tmp_path: Path, listener: int) -> None:
+    svc = MinioService(_throwaway(tmp_path, free_port(), listener))
     with pytest.raises(InfraError, match=r"LAMBDAREC_S3__CONSOLE_PORT"):
         svc.launch()
 
@@ -107,7 +93,7 @@ def test_missing_go_names_the_tool(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     empty = tmp_path / "empty-bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
-    svc = MinioService(_throwaway(tmp_path, _free_port(), _free_port()))
+    svc = MinioService(_throwaway(tmp_path, free_port(), free_port()))
     assert not svc.is_installed()
     with pytest.raises(InfraError, match=r"'go' is not installed"):
         svc.install()

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -27,21 +25,7 @@ from infra.process import (
     stop_pid,
     wait_until,
 )
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    """A port on 127.0.0.1 that this test process listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        yield s.getsockname()[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ports import free_port
 
 
 def dead_pid() -> int:
@@ -104,7 +88,7 @@ def test_pidfile_reused_pid_is_not_ours(tmp_path: Path) -> None:
 
 
 # ---- ports and tools -------------------------------------------------------------------------
-def test_ensure_port_free_passes_on_a_free_port() -> None:
+def test_ensure_port_free_passes_on_afree_port() -> None:
     port = free_port()
     assert not port_open("127.0.0.1", port)
     ensure_port_free(port, "LAMBDAREC_X__PORT")
