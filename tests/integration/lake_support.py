@@ -36,6 +36,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from infra.s3 import s3_client
 from lambdarec.settings import Settings
 from schemas.dead_letters import DeadLetter, Reason, encode_dead_letter
+from tests.integration.events_support import end_offsets
 from tests.ports import free_port
 
 #: a Delta commit: ``_delta_log/00000000000000000012.json`` (or delta-rs' temp commit file)
@@ -344,17 +345,6 @@ def produce_workload(settings: Settings, w: Workload) -> None:
     produce(settings, topic_name(settings, INTERACTIONS), w.interactions)
     produce(settings, topic_name(settings, SERVED), w.served)
     produce(settings, topic_name(settings, INTERACTIONS_DLQ), w.dlq)
-
-
-def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    from confluent_kafka import Consumer, TopicPartition
-
-    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": f"probe-{uuid.uuid4()}"})
-    try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-    finally:
-        c.close()
 
 
 def assert_exactly_once(settings: Settings, w: Workload) -> None:
