@@ -321,6 +321,15 @@ class StreamSettings(BaseModel):
     stream_buffer_maxsize: int = Field(20_000, ge=1)
     recovery_delay_sec: float = Field(0.5, ge=0)
     use_uvloop: bool = True
+    session_timeout_sec: float = Field(
+        10.0, gt=0, description="group session: a SIGKILLed worker's partitions move after this"
+    )
+    heartbeat_interval_sec: float = Field(3.0, gt=0)
+    max_batch_failures: int = Field(
+        5,
+        ge=1,
+        description="a batch failing this often is retried event by event; a failing event is dead-lettered",
+    )
 
 
 class ServingSettings(BaseModel):

@@ -26,6 +26,8 @@ class Reason(StrEnum):
     INVALID_FIELD = ev.ErrorKind.INVALID_FIELD.value
     EMPTY = "empty"  # null value (tombstone) or zero bytes
     INTERNAL_ERROR = "internal_error"  # a bug in the decoder; the record is kept, not lost
+    #: decoded fine, but the speed layer failed to apply it alone, again and again (a poison record)
+    PROCESSING_FAILED = "processing_failed"
 
 
 class DeadLetter(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):

@@ -9,13 +9,25 @@ What it does with each batch of the ``interactions`` topic (agent ``profile_upda
 3. write events, feedback, counters and vectors to Postgres in **one transaction**
    (``streams/sinks/postgres.py``; idempotent statements);
 4. bump the users' cache versions in Redis (``schemas/cache_keys.py``);
-5. store the new states (changelog records acknowledged by Kafka) and only then **ack** the
-   records, so faust commits their offsets after the Postgres commit.
+5. store the new states (changelog records acknowledged by Kafka) and only then **commit** the
+   batch's offsets ourselves (``SpeedLayer.commit``).
 
 A crash anywhere before 5 redelivers the batch: the states still say "not applied", Postgres
 ignores rows it already has and counts only rows it inserts, and the vectors are recomputed from
 the state. At-least-once delivery plus idempotent writes = every event reflected exactly once.
-A failed batch is retried (with backoff) and never acked, so nothing is skipped silently.
+
+Why we commit offsets ourselves instead of through faust's acks: faust derives the commit from
+the set of acked offsets and its gap bookkeeping, which is known to stall for good after a
+rebalance or recovery (faust-streaming#596, #527) and, the other way, to commit past a record
+still in flight (#606). Our agent processes each partition in order, one batch at a time, so
+"the offset after the last record of the batch" is exactly what is safe to commit; we still ack
+(faust's rebalance waits for acks). A partition whose records arrive with a hole (a record
+skipped by a seek race) is sought back to the first missing offset, never committed past it.
+
+A failed batch is retried with backoff. Transient failures (a dependency down) are retried
+forever: nothing is skipped. A batch failing ``max_batch_failures`` times for another reason is
+applied record by record, and a record that fails alone that often is dead-lettered
+(``processing_failed``, with its bytes and origin) so one poison record cannot stop a partition.
 
 Also: a timer runs ``rt_interactions_maintain()`` (``partition_maintenance``, on the leader), a
 task follows ``model-updates`` (``streams/models.py``), a timer publishes consumer lag, and the
@@ -32,15 +44,20 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import faust
 import numpy as np
-from confluent_kafka import Producer
+import psycopg
+import redis.exceptions
+from confluent_kafka import KafkaException, Producer
+from faust.types import TP
 from prometheus_client import generate_latest
 
 from lambdarec.settings import Settings
+from schemas.dead_letters import Reason
 from schemas.topics import INTERACTIONS, producer_config, topic_name
 from streams import metrics as m
 from streams.dead_letters import DeadLetter, decode_event, dlq_topic, publish_dead_letter
@@ -58,6 +75,20 @@ AGENT = "profile_updater"
 TABLE = "user_profile_state"
 MAX_BACKOFF_SEC = 5.0
 MODEL_WAIT_SEC = 60.0
+#: failures a dependency outage causes: retried forever, never dead-lettered
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    psycopg.OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    KafkaException,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for a failure that retrying later fixes (a dependency down), not the record's fault."""
+    return isinstance(exc, TRANSIENT_ERRORS)
 
 
 def profile_config(settings: Settings) -> ProfileConfig:
@@ -93,32 +124,142 @@ class SpeedLayer:
     dlq: Producer
     dlq_topic: str
     source_topic: str
+    max_failures: int = 5
     positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset to process
+    #: per assigned partition of the source: the next offset we must see (None: not known yet)
+    next_offset: dict[TP, int] = field(default_factory=dict)
     _dlq_errors: list[str] = field(default_factory=list)
+    _watcher_started: bool = False
 
     # ------------------------------------------------------------------------------- one batch
-    async def process(self, events: Sequence[Any]) -> None:
-        """Process one batch until it succeeded (retrying with backoff); the caller then acks."""
+    async def process(self, events: Sequence[Any]) -> Sequence[Any]:
+        """Process one batch until it succeeded, then commit its offsets; returns the records
+        processed, for the caller to ack (records after a hole are left to come again)."""
         t0 = time.monotonic()
-        items, letters, last_event = self._decode(events)
-        delay = 0.2
-        while True:
-            try:
-                await self._process_once(items, letters, last_event)
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                m.FAILURES.labels(AGENT, type(exc).__name__).inc()
-                log.exception("%s: batch of %d failed; retrying in %.1fs", AGENT, len(events), delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF_SEC)
+        events = await self._without_holes(events)
+        if not events:
+            return events
+        if not await self._retry(events, self.max_failures):
+            await self._one_by_one(events)
+        await self.commit(events)
         for ev in events:
             msg = ev.message
             self.positions[msg.partition] = max(self.positions.get(msg.partition, 0), msg.offset + 1)
         self.update_lag()
         m.BATCH_SIZE.labels(AGENT).observe(len(events))
         m.STAGE_SECONDS.labels(AGENT, "total").observe(time.monotonic() - t0)
+        return events
+
+    async def _retry(self, events: Sequence[Any], max_failures: int) -> bool:
+        """Apply ``events``; True once done, False after ``max_failures`` non-transient failures."""
+        items, letters, last_event = self._decode(events)
+        delay, failures = 0.2, 0
+        while True:
+            try:
+                await self._process_once(items, letters, last_event)
+                return True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                m.FAILURES.labels(AGENT, type(exc).__name__).inc()
+                if not is_transient(exc):
+                    failures += 1
+                    if failures >= max_failures:
+                        log.error("%s: %d record(s) failed %d times: %r", AGENT, len(events), failures, exc)
+                        return False
+                log.warning("%s: %d record(s) failed (%r); retrying in %.1fs", AGENT, len(events), exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_SEC)
+
+    async def _one_by_one(self, events: Sequence[Any]) -> None:
+        """Find the poison: apply each record alone; dead-letter those that keep failing."""
+        for ev in events:
+            if await self._retry([ev], self.max_failures):
+                continue
+            msg = ev.message
+            letter = DeadLetter(
+                reason=Reason.PROCESSING_FAILED,
+                error=f"the speed layer failed to apply this record {self.max_failures} times",
+                payload=msg.value or b"",
+                key=msg.key,
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+                source_timestamp_ms=int(msg.timestamp * 1000) if msg.timestamp else None,
+                dead_lettered_at=datetime.now(UTC),
+            )
+            while True:  # a dead letter must be acknowledged before its offset is committed
+                self._dlq_errors.clear()
+                publish_dead_letter(self.dlq, letter, self.dlq_topic, on_delivery=self._on_dlq_delivery)
+                await asyncio.to_thread(self.dlq.flush, 30.0)
+                if not self._dlq_errors and not len(self.dlq):
+                    break
+                log.error("dead letter not acknowledged (%s); retrying", self._dlq_errors[:1])
+                await asyncio.sleep(1.0)
+            m.DEAD_LETTERS.labels(AGENT, letter.reason.value).inc()
+            m.EVENTS.labels(AGENT, "dead_letter").inc()
+
+    # ------------------------------------------------------------------------------- offsets
+    async def _without_holes(self, events: Sequence[Any]) -> Sequence[Any]:
+        """Drop (and re-fetch) the records of a partition that arrive after a hole.
+
+        Records come in offset order per partition; offsets below the expected one are a
+        redelivery (harmless: idempotent). A first offset *above* it means records were skipped
+        (faust's seek/clear races): we seek back to the first missing offset and drop this
+        partition's records from the batch; they come again, in order.
+        """
+        first: dict[TP, int] = {}
+        for ev in events:
+            tp = ev.message.tp
+            if tp not in first:
+                first[tp] = ev.message.offset
+        holes = {
+            tp: self.next_offset[tp]
+            for tp, off in first.items()
+            if self.next_offset.get(tp) is not None and off > self.next_offset[tp]
+        }
+        if not holes:
+            return events
+        for tp, expected in holes.items():
+            log.warning("%s: %s jumped from %d to %d; seeking back", AGENT, tp, expected, first[tp])
+            m.FAILURES.labels(AGENT, "offset_hole").inc()
+            await self.app.consumer.seek(tp, expected)
+        return [ev for ev in events if ev.message.tp not in holes]
+
+    async def commit(self, events: Sequence[Any]) -> None:
+        """Commit, per partition, the offset after the batch's last record (see the module doc)."""
+        offsets: dict[TP, int] = {}
+        for ev in events:
+            msg = ev.message
+            offsets[msg.tp] = max(offsets.get(msg.tp, 0), msg.offset + 1)
+        self.next_offset.update(offsets)
+        # faust's own commit step (flush the producer, commit, tell the tables); it drops
+        # partitions revoked meanwhile: their new owner re-applies them (idempotent)
+        await self.app.consumer._commit_offsets(offsets)
+
+    def forget(self, tps: Any) -> None:
+        """Partitions revoked or (re)assigned: where they resume is the group's committed offset."""
+        for tp in tps:
+            self.next_offset.pop(tp, None)
+
+    def start_model_watcher(self, registry_fallback: Any) -> None:
+        """Follow model-updates from the agent's start on (not as an app task: faust starts those
+        only after table recovery, which after a crash outlasts the agent's wait for a model)."""
+        if self._watcher_started:
+            return
+        self._watcher_started = True
+
+        async def follow() -> None:
+            while True:
+                try:
+                    await watch_model_updates(self.settings, self.models, registry_fallback=registry_fallback)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("model-updates watcher failed; restarting in 5s")
+                    await asyncio.sleep(5.0)
+
+        self.app.add_future(follow())
 
     def _decode(self, events: Sequence[Any]) -> tuple[list[Incoming], list[DeadLetter], dict[str, Any]]:
         items: list[Incoming] = []
@@ -286,6 +427,8 @@ def build_app(settings: Settings) -> faust.App:
         web_port=st.web_port,
         web_enabled=True,
         processing_guarantee="at_least_once",
+        broker_session_timeout=st.session_timeout_sec,
+        broker_heartbeat_interval=st.heartbeat_interval_sec,
     )
     source_name = topic_name(settings, INTERACTIONS)
     source = app.topic(
@@ -316,6 +459,7 @@ def build_app(settings: Settings) -> faust.App:
         dlq=Producer(producer_config(settings, **{"client.id": f"{st.app_id}-dlq"})),
         dlq_topic=dlq_topic(settings),
         source_topic=source_name,
+        max_failures=st.max_batch_failures,
     )
     app.speed_layer = layer  # type: ignore[attr-defined]  # for tests and the CLI
 
@@ -327,7 +471,8 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.agent(source, name=AGENT)
     async def profile_updater(stream: faust.StreamT) -> None:
-        """Batches of interaction records -> Postgres, Redis, state; acked after all three."""
+        """Batches of interaction records -> Postgres, Redis, state; committed after all three."""
+        layer.start_model_watcher(pg.production_model)
         try:  # fold in against the production model from the first batch on (bounded wait)
             await asyncio.wait_for(layer.models.ready.wait(), MODEL_WAIT_SEC)
         except TimeoutError:
@@ -335,8 +480,7 @@ def build_app(settings: Settings) -> faust.App:
         # noack_take is on Stream, not on the StreamT protocol faust types agents with
         batches = stream.noack_take(st.batch_size, within=st.flush_interval_sec)  # type: ignore[attr-defined]
         async for batch in batches:
-            await layer.process(batch)
-            for ev in batch:
+            for ev in await layer.process(batch):
                 await stream.ack(ev)
 
     @app.timer(st.maintenance_interval_sec, on_leader=True, name="partition_maintenance")
@@ -354,17 +498,13 @@ def build_app(settings: Settings) -> faust.App:
         except Exception:  # a metric must never stop the worker
             log.warning("consumer lag update failed", exc_info=True)
 
-    @app.task
-    async def model_updates() -> None:
-        """Follow the model-updates topic (every worker, no consumer group)."""
-        while True:
-            try:
-                await watch_model_updates(settings, layer.models, registry_fallback=pg.production_model)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("model-updates watcher failed; restarting in 5s")
-                await asyncio.sleep(5.0)
+    @app.on_partitions_revoked.connect
+    async def _revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        layer.forget(revoked)
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        layer.forget(assigned)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

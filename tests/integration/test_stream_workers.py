@@ -23,15 +23,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 N = 12_000
 
 
-@pytest.mark.xfail(
-    reason=(
-        "known bug (issue #5): after the rebalance that the second worker's join causes, the workers "
-        "stop committing and the second half of the stream is never fully processed; our agent uses "
-        "faust's noack_take + manual ack, which faust-streaming does not carry across rebalances "
-        "(faust-streaming/faust#527). Runs every time so a fix shows up as XPASS."
-    ),
-    strict=False,
-)
 def test_two_workers_share_partitions_exactly_once(
     settings: Settings, kafka: Settings, postgres: Settings, redis_service: Settings, tmp_path: Path
 ) -> None:
