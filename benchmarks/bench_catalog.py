@@ -13,6 +13,7 @@ HNSW maintenance); neighbour quality (precision@10 of shared genres / tags vs ra
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 import time
@@ -112,6 +113,9 @@ def _bench(args: argparse.Namespace, scratch: Settings, work: Path) -> None:
         t = time.perf_counter()
         st2 = embed_catalog(conn, provider_name=args.provider, dim=dim, models_dir=models)
         print(f"  re-run with nothing changed: {time.perf_counter() - t:.2f} s ({st2.pending} pending)")
+    result = {"bench": "catalog", "items": n, "parse_items_per_s": n / t_parse}
+    result |= {"import_items_per_s": n / t_imp, "embed_items_per_s": st.items_per_sec}
+    print("BENCH_RESULT " + json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ to show that memory is bounded by the chunk size, not by the event count.
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import shutil
 import tempfile
@@ -53,6 +54,8 @@ def main() -> None:
         if args.events < 25_000_000:
             est = setup + events_s * 25_000_000 / args.events
             print(f"  25M events (extrapolated from {args.events:,}): {est:,.0f} s = {est / 60:.1f} min")
+        result = {"bench": "world", "events": args.events, "events_per_s": args.events / events_s}
+        print("BENCH_RESULT " + json.dumps({**result, "setup_s": setup, "total_s": total}), flush=True)
     finally:
         if args.out is None:
             shutil.rmtree(base, ignore_errors=True)

@@ -33,7 +33,14 @@ class Background:
 
 
 def _lambdarec() -> list[str]:
-    """The ``lambdarec`` command of this interpreter (works from a venv without activating it)."""
+    """The ``lambdarec`` command of this interpreter (works from a venv without activating it).
+
+    The console script next to the interpreter when there is one: ``python -c "...main()"`` runs
+    the program as ``__main__`` of a ``-c`` string, and a command that imports pyspark then exited
+    with status 0 at import time (pyspark's modules test ``__name__``)."""
+    script = Path(sys.executable).with_name("lambdarec")
+    if script.exists():
+        return [str(script)]
     return [sys.executable, "-c", "from lambdarec.cli import main; main()"]
 
 

@@ -185,9 +185,12 @@ class EmbeddingSettings(BaseModel):
 
 
 class ApiSettings(BaseModel):
+    """``lambdarec serve``: uvicorn (uvloop + httptools). One Python process uses one core, so
+    ``workers`` is the API's parallelism; 2 suits the 2-core reference box (docs/serving.md)."""
+
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    workers: int = Field(1, ge=1)
+    workers: int = Field(2, ge=1, description="uvicorn worker processes")
 
 
 class EventSettings(BaseModel):
@@ -306,7 +309,9 @@ class StreamSettings(BaseModel):
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535, description="faust web: /metrics for Prometheus")
     batch_size: int = Field(5000, ge=1, description="events per Postgres transaction (at most)")
-    flush_interval_sec: float = Field(0.25, gt=0, description="flush a partial batch after this")
+    flush_interval_sec: float = Field(
+        0.1, gt=0, description="flush a partial batch after this (the floor of event-to-profile latency)"
+    )
     commit_interval_sec: float = Field(1.0, gt=0, description="Kafka offset commit interval")
     dedupe_window: int = Field(128, ge=1, description="recent event ids remembered per user")
     half_life_days: float = Field(30.0, gt=0, description="taste vector decay (event time)")
@@ -353,7 +358,12 @@ class ServingSettings(BaseModel):
     cache_wait_ms: int = Field(300, ge=0, description="how long a follower waits for the leader's list")
     source_timeout_ms: int = Field(300, ge=1, description="time box of one candidate source")
     request_budget_ms: int = Field(800, ge=1, description="time box of the personalised path")
-    redis_timeout_ms: int = Field(150, ge=1, description="per Redis call; past it the cache is bypassed 2 s")
+    redis_timeout_ms: int = Field(
+        500,
+        ge=1,
+        description="per Redis call; past it the cache is bypassed 2 s. Not tighter: on a busy event "
+        "loop a healthy Redis can look 150 ms slow, and a false trip turns every hit into a computation",
+    )
     ready_timeout_ms: int = Field(500, ge=1, description="/readyz check per dependency")
     hnsw_ef_search: int = Field(64, ge=1)
     mmr_pool: int = Field(60, ge=1, description="how many blended candidates MMR re-ranks")

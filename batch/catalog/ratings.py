@@ -1,6 +1,7 @@
-"""Interaction import: MovieLens ``ratings.csv``, ml-100k ``u.data`` and the synthetic world's
-events Parquet become :class:`~schemas.events.InteractionEvent` v1, then go either to Kafka
-(a replay, like live traffic) or straight into the lake's bronze/silver tables (history).
+"""Interaction import: MovieLens ``ratings.csv``, ml-100k ``u.data``, RecBole ``*.inter`` atomic
+files and the synthetic world's events Parquet become :class:`~schemas.events.InteractionEvent`
+v1, then go either to Kafka (a replay, like live traffic) or straight into the lake's
+bronze/silver tables (history).
 
 Why both targets: a replay through Kafka exercises the whole pipeline (speed layer, archiver)
 and is what the demo does with the *newer* events; a multi-million-row history does not need the
@@ -42,7 +43,7 @@ from lambdarec.settings import Settings
 from schemas import events as ev
 
 #: Formats :func:`read_interactions` understands.
-FORMATS = ("auto", "movielens", "ml100k", "world")
+FORMATS = ("auto", "movielens", "ml100k", "recbole", "world")
 #: uuid5 namespace of imported events: changing it would change every backfilled event_id.
 EVENT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://lambdarec.dev/import/interactions")
 #: How many problems are kept with their line numbers (all are counted).
@@ -158,7 +159,12 @@ class InteractionSource:
     def events(self) -> Iterator[ev.InteractionEvent]:
         """Yield every valid event that passes the filters, in file order."""
         self.stats = ImportStats()
-        raw = {"movielens": self._movielens, "ml100k": self._ml100k, "world": self._world}[self.fmt]()
+        raw = {
+            "movielens": self._movielens,
+            "ml100k": self._ml100k,
+            "recbole": self._recbole,
+            "world": self._world,
+        }[self.fmt]()
         for e in raw:
             if (
                 (self.since is not None and e.occurred_at < self.since)
@@ -180,11 +186,27 @@ class InteractionSource:
     # ---- readers ------------------------------------------------------------------------------
 
     def _lines(self, path: Path) -> Iterator[tuple[int, str]]:
-        with path.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
+        """Non-empty lines, CRLF/CR/LF alike. A line that is not UTF-8 is a counted skip naming
+        its line (ids are compared byte for byte with the catalog's, so a mis-decoded id would be
+        a silent "unknown item"); ``surrogateescape`` keeps the bad bytes visible to that check."""
+        with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
             for ln, line in enumerate(fh, 1):
                 line = line.rstrip("\r\n")
-                if line.strip():
-                    yield ln, line
+                if not line.strip():
+                    continue
+                if not line.isascii():
+                    try:
+                        line.encode("utf-8")
+                    except UnicodeEncodeError as exc:
+                        byte = ord(line[exc.start]) - 0xDC00
+                        self.stats.issue(
+                            path.name,
+                            ln,
+                            f"not valid UTF-8 (byte 0x{byte:02x} at column {exc.start + 1}); "
+                            "re-save the file as UTF-8",
+                        )
+                        continue
+                yield ln, line
 
     def _movielens(self) -> Iterator[ev.InteractionEvent]:
         path = self.files[0]
@@ -227,6 +249,42 @@ class InteractionSource:
         if self.stats.lines == 0:
             raise RatingsImportError(f"{path}: file is empty; nothing to import")
 
+    def _recbole(self) -> Iterator[ev.InteractionEvent]:
+        """RecBole ``*.inter``: tab-separated, header ``user_id:token item_id:token rating:float
+        timestamp:float``. ml-100k's copy holds exactly GroupLens' u.data rows, so its events get
+        the ``ml100k`` ids (importing both is a no-op the second time); other datasets get
+        ``recbole:<name>``."""
+        path = self.files[0]
+        source = "ml100k" if path.stem == "ml-100k" else f"recbole:{path.stem}"
+        lines = self._lines(path)
+        try:
+            _, head = next(lines)
+        except StopIteration:
+            raise RatingsImportError(f"{path}: file is empty; nothing to import") from None
+        cols = {h.split(":", 1)[0].strip(): i for i, h in enumerate(head.split("\t"))}
+        missing = [c for c in ("user_id", "item_id", "rating", "timestamp") if c not in cols]
+        if missing:
+            raise RatingsImportError(
+                f"{path.name}:1: header {head!r} lacks column(s) {missing} (RecBole atomic .inter)"
+            )
+        n = len(cols)
+        u, m, r, t = cols["user_id"], cols["item_id"], cols["rating"], cols["timestamp"]
+        for ln, line in lines:
+            self.stats.lines += 1
+            f = line.split("\t")
+            if len(f) != n:
+                self.stats.issue(path.name, ln, f"expected {n} tab-separated fields, got {len(f)}")
+                continue
+            ts = f[t].strip()
+            if ts.endswith(".0"):  # float:typed column; the value is whole seconds
+                ts = ts[:-2]
+            try:
+                yield rating_event(source, f[u], f[m], _float(f[r]), ts)
+            except ValueError as exc:
+                self.stats.issue(path.name, ln, str(exc))
+        if self.stats.lines == 0:
+            raise RatingsImportError(f"{path}: only a header, no ratings; nothing to import")
+
     def _world(self) -> Iterator[ev.InteractionEvent]:
         import pyarrow.parquet as pq
 
@@ -250,7 +308,7 @@ class InteractionSource:
 
 def detect_format(path: Path) -> tuple[str, list[Path]]:
     """(format, files) of a folder or file: ratings.csv -> movielens, u.data -> ml100k,
-    ``events/*.parquet`` or ``*.parquet`` -> world."""
+    ``*.inter`` -> recbole, ``events/*.parquet`` or ``*.parquet`` -> world."""
     if not path.exists():
         raise RatingsImportError(f"{path}: no such file or folder")
     if path.is_dir():
@@ -258,18 +316,29 @@ def detect_format(path: Path) -> tuple[str, list[Path]]:
             return "movielens", [path / "ratings.csv"]
         if (path / "u.data").is_file():
             return "ml100k", [path / "u.data"]
+        inter = sorted(path.glob("*.inter"))
+        if len(inter) == 1:
+            return "recbole", inter
+        if len(inter) > 1:
+            raise RatingsImportError(
+                f"{path}: {len(inter)} RecBole .inter files ({', '.join(p.name for p in inter)}); name one"
+            )
         parts = sorted((path / "events").glob("*.parquet")) or sorted(path.glob("*.parquet"))
         if parts:
             return "world", parts
-        raise RatingsImportError(f"{path}: no ratings.csv, u.data or events/*.parquet in this folder")
+        raise RatingsImportError(
+            f"{path}: no ratings.csv, u.data, RecBole *.inter or events/*.parquet in this folder"
+        )
     name = path.name.lower()
     if name.endswith(".parquet"):
         return "world", [path]
     if name == "u.data" or name.endswith((".data", ".tsv")):
         return "ml100k", [path]
+    if name.endswith(".inter"):
+        return "recbole", [path]
     if name.endswith(".csv"):
         return "movielens", [path]
-    raise RatingsImportError(f"{path}: cannot tell the format; pass --format movielens|ml100k|world")
+    raise RatingsImportError(f"{path}: cannot tell the format; pass --format movielens|ml100k|recbole|world")
 
 
 def read_interactions(
@@ -293,6 +362,13 @@ def read_interactions(
     for f in files:
         if f.stat().st_size == 0:
             raise RatingsImportError(f"{f}: file is empty; nothing to import")
+        if detected != "world":
+            with f.open("rb") as fh:
+                head = fh.read(65536)
+            if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+                raise RatingsImportError(f"{f}: file is UTF-16; re-save it as UTF-8")
+            if b"\x00" in head:
+                raise RatingsImportError(f"{f}: contains NUL bytes; this is not a text file")
     return InteractionSource(
         detected, files, known_items, skip_unknown, since, before, set(users) if users else None
     )

@@ -1,4 +1,5 @@
-"""Parsers for every catalog source: MovieLens (ml-latest/ml-25m and ml-100k), JSONL and CSV.
+"""Parsers for every catalog source: MovieLens (ml-latest/ml-25m and ml-100k), RecBole atomic
+files (``*.item``), JSONL and CSV.
 
 All parsers share three rules:
 
@@ -29,7 +30,7 @@ from pydantic import ValidationError
 from batch.catalog.model import CatalogError, CatalogItem, ParseIssue, ParseResult
 from batch.catalog.titles import parse_movielens_title
 
-FORMATS = ("auto", "movielens", "ml100k", "jsonl", "csv")
+FORMATS = ("auto", "movielens", "ml100k", "recbole", "jsonl", "csv")
 
 #: ml-100k's u.genre, used when the file is missing (order = flag column order).
 ML100K_GENRES = (
@@ -385,6 +386,102 @@ def parse_ml100k(path: Path, encoding: str | None = None) -> ParseResult:
     return res
 
 
+# ------------------------------------------------------------------------- RecBole atomic files
+
+#: RecBole column names (without the ``:type`` suffix) -> CatalogItem fields.
+_RECBOLE_FIELDS = {
+    "item_id": "item_id",
+    "movie_title": "title",
+    "title": "title",
+    "release_year": "year",
+    "year": "year",
+    "class": "genres",
+    "genre": "genres",
+    "genres": "genres",
+}
+#: RecBole's ml-100k writes this for item 267, whose GroupLens title and date are "unknown"/empty.
+_RECBOLE_UNKNOWN = {"unknown", "unkonwn", ""}
+
+
+def recbole_file(path: Path, suffix: str) -> Path:
+    """The one ``*.<suffix>`` atomic file of a RecBole dataset folder (or ``path`` itself)."""
+    if path.is_file():
+        return path
+    found = sorted(path.glob(f"*.{suffix}"))
+    if len(found) != 1:
+        raise CatalogError(
+            f"{path}: expected one RecBole *.{suffix} file, found {len(found)}"
+            + (f" ({', '.join(p.name for p in found)})" if found else "")
+        )
+    return found[0]
+
+
+def parse_recbole(path: Path, encoding: str | None = None) -> ParseResult:
+    """RecBole atomic files (``ml-100k.item``: tab-separated, header ``name:type``; the copy of
+    ml-100k that ships inside the recbole wheel is one). Titles are MovieLens titles without the
+    "(year)" (the year is its own ``release_year`` column); ``class`` holds space-separated genres.
+
+    RecBole ids are the source dataset's ids (ml-100k's movie id), so interactions from the
+    matching ``*.inter`` file refer to them, and a GroupLens ``u.item`` import of the same release
+    upserts the same rows.
+    """
+    item_file = recbole_file(path, "item")
+    res = ParseResult(fmt="recbole")
+    issues = res.issues
+    text = read_text(item_file, encoding)
+    res.files.append(str(item_file))
+    fname = item_file.name
+    lines = ((ln, line) for ln, line in enumerate(_lines(text), 1) if line.strip())
+    try:
+        _, head = next(lines)
+    except StopIteration:
+        raise CatalogError(f"{fname}: file has no header line") from None
+    names = [h.split(":", 1)[0].strip() for h in head.split("\t")]
+    cols = {n: i for i, n in enumerate(names)}
+    if "item_id" not in cols or not ({"movie_title", "title"} & set(cols)):
+        raise CatalogError(
+            f"{fname}:1: header {head!r} needs item_id:token and movie_title:token_seq (RecBole atomic .item)"
+        )
+    col = _Collector(res)
+    for ln, line in lines:
+        res.lines_read += 1
+        f = line.split("\t")
+        if len(f) != len(names):
+            issues.append(
+                ParseIssue(fname, ln, "", f"expected {len(names)} tab-separated fields, got {len(f)}")
+            )
+            continue
+        raw = {_RECBOLE_FIELDS[n]: f[i].strip() for n, i in cols.items() if n in _RECBOLE_FIELDS}
+        mid = raw["item_id"]
+        title = raw.get("title", "")
+        t = parse_movielens_title("unknown" if title == "unkonwn" else title)
+        year: int | None = t.year
+        y = raw.get("year", "")
+        if y and y not in _RECBOLE_UNKNOWN:
+            if y.isdigit():
+                year = int(y)
+            else:
+                issues.append(
+                    ParseIssue(fname, ln, "release_year", f"not a year: {y!r}; ignored", skipped=False)
+                )
+        genres = [g for g in (canonical_genre(x) for x in raw.get("genres", "").split()) if g]
+        col.add(
+            fname,
+            ln,
+            {
+                "item_id": mid,
+                "movielens_id": int(mid) if mid.isdigit() else None,
+                "title": t.title,
+                "original_title": t.original_title,
+                "year": year,
+                "genres": genres,
+                "tags": t.aliases,
+                "source": "recbole",
+            },
+        )
+    return res
+
+
 # ------------------------------------------------------------------------- seed fields (JSON/CSV)
 
 #: Accepted spellings of the seed's movie fields (TMDB exports use vote_average/vote_count, ...).
@@ -557,22 +654,26 @@ def detect_format(path: Path) -> str:
             return "movielens"
         if (path / "u.item").exists():
             return "ml100k"
+        if any(path.glob("*.item")):
+            return "recbole"
         for name in ("catalog.jsonl", "items.jsonl", "movies.jsonl"):
             if (path / name).exists():
                 return "jsonl"
-        raise CatalogError(f"{path}: no movies.csv, u.item or *.jsonl catalog found in this folder")
+        raise CatalogError(f"{path}: no movies.csv, u.item, RecBole *.item or *.jsonl catalog in this folder")
     if not path.exists():
         raise CatalogError(f"{path}: no such file or folder")
     name = path.name.lower()
     if name == "u.item":
         return "ml100k"
+    if name.endswith(".item"):
+        return "recbole"
     if name.endswith((".jsonl", ".ndjson", ".json")):
         return "jsonl"
     if name.endswith(".csv"):
         with path.open("rb") as fh:
             head = fh.readline().decode("utf-8-sig", errors="replace")
         return "movielens" if "movieId" in head and "genres" in head and "overview" not in head else "csv"
-    raise CatalogError(f"{path}: cannot tell the format; pass --format movielens|ml100k|jsonl|csv")
+    raise CatalogError(f"{path}: cannot tell the format; pass --format movielens|ml100k|recbole|jsonl|csv")
 
 
 def parse_catalog(path: Path, fmt: str = "auto", encoding: str | None = None) -> ParseResult:
@@ -589,9 +690,13 @@ def parse_catalog(path: Path, fmt: str = "auto", encoding: str | None = None) ->
             path = found[0]
         elif fmt == "csv":
             raise CatalogError(f"{path}: --format csv needs a file, not a folder")
-    parser = {"movielens": parse_movielens, "ml100k": parse_ml100k, "jsonl": parse_jsonl, "csv": parse_csv}[
-        fmt
-    ]
+    parser = {
+        "movielens": parse_movielens,
+        "ml100k": parse_ml100k,
+        "recbole": parse_recbole,
+        "jsonl": parse_jsonl,
+        "csv": parse_csv,
+    }[fmt]
     res = parser(path, encoding)
     if not res.items:
         detail = f"; first problem: {res.issues[0]}" if res.issues else ""

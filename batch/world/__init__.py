@@ -7,6 +7,17 @@ For tests, the demo and benchmarks. See :mod:`batch.world.generate` for the outp
 from __future__ import annotations
 
 from batch.world.events import EVENT_SCHEMA, EVENT_TYPES
-from batch.world.generate import WorldConfig, WorldSummary, generate_world, load_truth
+from batch.world.generate import WorldConfig, WorldSummary, generate_world, load_truth, world_ids
+from batch.world.model import DEFAULT_ID_PREFIX, WorldIds
 
-__all__ = ["EVENT_SCHEMA", "EVENT_TYPES", "WorldConfig", "WorldSummary", "generate_world", "load_truth"]
+__all__ = [
+    "DEFAULT_ID_PREFIX",
+    "EVENT_SCHEMA",
+    "EVENT_TYPES",
+    "WorldConfig",
+    "WorldIds",
+    "WorldSummary",
+    "generate_world",
+    "load_truth",
+    "world_ids",
+]

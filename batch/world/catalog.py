@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from batch.world import vocab as V
-from batch.world.model import ItemModel
+from batch.world.model import ItemModel, WorldIds
 
 _NR = 24  # random integers drawn per item (indexes into word lists)
 
@@ -69,8 +69,12 @@ def _name(r1: int, r2: int) -> str:
     return f"{_pick(V.FIRST_NAMES, r1)} {_pick(V.LAST_NAMES, r2)}"
 
 
-def catalog_rows(rng: np.random.Generator, items: ItemModel) -> Iterator[dict[str, Any]]:
-    """One seed-style dict per item, in item order (deterministic for the rng state)."""
+def catalog_rows(
+    rng: np.random.Generator, items: ItemModel, ids: WorldIds | None = None
+) -> Iterator[dict[str, Any]]:
+    """One seed-style dict per item, in item order (deterministic for the rng state); item ids
+    follow ``ids`` (default prefix: ``wi1``, ``wi2``, ...)."""
+    ids = ids or WorldIds()
     m = len(items.quality)
     r = rng.integers(0, 2**31 - 1, size=(m, _NR))
     years = (2025 - np.floor(rng.exponential(16.0, size=m))).clip(1925, 2025).astype(int)
@@ -94,8 +98,9 @@ def catalog_rows(rng: np.random.Generator, items: ItemModel) -> Iterator[dict[st
         tags = sorted({_pick(V.TAGS[g], int(ri[19 + j])) for j, g in enumerate(gs[:3]) if ri[22] % (j + 2)})
         rt = int(np.clip(V.RUNTIME_MEAN.get(gs[0], 104) + runtime_noise[i], 60, 220))
         cast = [_name(int(ri[20]) + j * 7, int(ri[21]) + j * 13) for j in range(3 + int(ri[23]) % 3)]
+        item_id = ids.item_id(i)
         yield {
-            "item_id": str(i + 1),
+            "item_id": item_id,
             "title": _title(gs, ri),
             "original_title": "",
             "tagline": _pick(V.TAGLINES, int(ri[17])) if ri[18] % 2 else "",
@@ -111,8 +116,8 @@ def catalog_rows(rng: np.random.Generator, items: ItemModel) -> Iterator[dict[st
             "vote_average": round(float(np.clip(6.3 + 1.4 * items.quality[i], 1.0, 9.6)), 1),
             "vote_count": int(votes[i]),
             "popularity": round(float(items.popularity[i] * m * 10), 4),
-            "poster_path": f"/synthetic/poster/{i + 1}.jpg",
-            "backdrop_path": f"/synthetic/backdrop/{i + 1}.jpg",
+            "poster_path": f"/synthetic/poster/{item_id}.jpg",
+            "backdrop_path": f"/synthetic/backdrop/{item_id}.jpg",
         }
 
 

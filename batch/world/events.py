@@ -153,6 +153,8 @@ class WorldArrays:
     price: np.ndarray  # (M,) float64
     mu: float
     sigma: float
+    item_ids: pa.StringArray  # (M,) row -> item_id (``WorldIds.item_ids``)
+    user_ids: pa.StringArray  # (N,) row -> user_id
     candidates: int = 8
     beta_browse: float = 0.8
     beta_rec: float = 1.6
@@ -356,8 +358,8 @@ def window_events(
     return pa.table(
         {
             "event_id": uuid4_strings(rng, n),
-            "user_id": pa.array(e["user"][ev_eng] + 1).cast(pa.string()),
-            "item_id": pa.array(items + 1).cast(pa.string()),
+            "user_id": w.user_ids.take(pa.array(e["user"][ev_eng])),
+            "item_id": w.item_ids.take(pa.array(items)),
             "type": _TYPES.take(pa.array(type_idx.astype(np.int64))),
             "rating": pa.array(e["rating"][ev_eng], mask=~is_rate),
             "value": pa.array(w.price[items], mask=~is_buy),

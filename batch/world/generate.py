@@ -6,7 +6,11 @@ Output layout (everything a test, the demo or a benchmark needs)::
     OUT/events/part-00000.parquet  InteractionEvent v1 rows, globally ordered by occurred_at
     OUT/truth/items.parquet        ground truth: genres, latent factors, quality, popularity
     OUT/truth/users.parquet        ground truth: genre tastes, latent factors, harshness, activity
-    OUT/manifest.json              config, counts per event type, time range, z standardisation
+    OUT/manifest.json              config, counts per event type, time range, z standardisation, id scheme
+
+Ids are namespaced (:class:`~batch.world.model.WorldIds`): items ``<prefix>i<n>``, users
+``<prefix>u<n>``, n from 1, prefix ``w`` by default (``wi1``, ``wu1``), so a world and a MovieLens
+catalog (bare integer ids) can share one database and lake without overwriting each other.
 
 Memory is bounded by ``chunk_events``: time is cut into windows of about that many events; each
 window's sessions are generated, sorted and written before the next, and only the events that spill
@@ -33,10 +37,19 @@ import pyarrow.parquet as pq
 
 from batch.world.catalog import catalog_rows, write_catalog
 from batch.world.events import EVENT_SCHEMA, EVENT_TYPES, US, AliasSampler, WorldArrays, window_events
-from batch.world.model import ItemModel, UserModel, make_items, make_users, utility_stats
+from batch.world.model import (
+    DEFAULT_ID_PREFIX,
+    ItemModel,
+    UserModel,
+    WorldIds,
+    make_items,
+    make_users,
+    utility_stats,
+)
 from batch.world.vocab import GENRES
 
-FORMAT_VERSION = 1
+#: 2: namespaced ids (``wi1``/``wu1``); 1 had bare numbers (``1``..``N``) that clashed with MovieLens.
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -54,8 +67,10 @@ class WorldConfig:
     candidates: int = 8
     rec_share: float = 0.3
     chunk_events: int = 1_000_000
+    id_prefix: str = DEFAULT_ID_PREFIX
 
     def __post_init__(self) -> None:
+        WorldIds(self.id_prefix)  # raises ValueError naming the bad prefix
         if self.users < 1 or self.items < 2 or self.events < 0:
             raise ValueError("need users >= 1, items >= 2, events >= 0")
         if self.days <= 0 or self.chunk_events < 1000:
@@ -79,12 +94,12 @@ class WorldSummary:
     last_event: str = ""
 
 
-def _truth_tables(items: ItemModel, users: UserModel) -> tuple[pa.Table, pa.Table]:
+def _truth_tables(items: ItemModel, users: UserModel, ids: WorldIds) -> tuple[pa.Table, pa.Table]:
     k = items.factors.shape[1]
     g = np.asarray(GENRES)
     it = pa.table(
         {
-            "item_id": pa.array(np.arange(1, len(items.quality) + 1)).cast(pa.string()),
+            "item_id": ids.item_ids(len(items.quality)),
             "genres": pa.array([list(g[row]) for row in items.genres], pa.list_(pa.string())),
             "factors": pa.FixedSizeListArray.from_arrays(pa.array(items.factors.ravel()), k),
             "quality": pa.array(items.quality),
@@ -93,7 +108,7 @@ def _truth_tables(items: ItemModel, users: UserModel) -> tuple[pa.Table, pa.Tabl
     )
     us = pa.table(
         {
-            "user_id": pa.array(np.arange(1, len(users.activity) + 1)).cast(pa.string()),
+            "user_id": ids.user_ids(len(users.activity)),
             "taste": pa.FixedSizeListArray.from_arrays(pa.array(users.taste.ravel()), len(GENRES)),
             "factors": pa.FixedSizeListArray.from_arrays(pa.array(users.factors.ravel()), k),
             "harshness": pa.array(users.harshness),
@@ -129,14 +144,15 @@ def generate_world(
     (out / "events").mkdir()
     (out / "truth").mkdir()
 
+    ids = WorldIds(cfg.id_prefix)
     seeds = np.random.SeedSequence(cfg.seed).spawn(4)
     items = make_items(np.random.default_rng(seeds[0]), cfg.items, cfg.factors, cfg.zipf)
     users = make_users(np.random.default_rng(seeds[1]), cfg.users, cfg.factors)
     mu, sigma = utility_stats(np.random.default_rng(seeds[2]), users, items)
     n_items, runtimes = write_catalog(
-        out / "catalog.jsonl", catalog_rows(np.random.default_rng(seeds[3]), items)
+        out / "catalog.jsonl", catalog_rows(np.random.default_rng(seeds[3]), items, ids)
     )
-    it, us = _truth_tables(items, users)
+    it, us = _truth_tables(items, users, ids)
     pq.write_table(it, out / "truth" / "items.parquet", compression="zstd")
     pq.write_table(us, out / "truth" / "users.parquet", compression="zstd")
 
@@ -151,6 +167,8 @@ def generate_world(
         price=np.array([2.99, 3.99, 4.99, 9.99, 14.99])[np.arange(cfg.items) % 5],
         mu=mu,
         sigma=sigma,
+        item_ids=it["item_id"].combine_chunks(),
+        user_ids=us["user_id"].combine_chunks(),
         candidates=cfg.candidates,
         rec_share=cfg.rec_share,
     )
@@ -211,6 +229,12 @@ def generate_world(
         "config": {**asdict(cfg), "start": cfg.start.isoformat()},
         "summary": asdict(summary),
         "genres": list(GENRES),
+        "ids": {
+            "prefix": ids.prefix,
+            "item": f"{ids.prefix}i<n>",
+            "user": f"{ids.prefix}u<n>",
+            "note": "n = truth row + 1; MovieLens ids are bare integers, so the two never collide",
+        },
         "utility": {
             "mu": mu,
             "sigma": sigma,
@@ -245,8 +269,17 @@ def _iso(us: int | None) -> str:
     return "" if us is None else datetime.fromtimestamp(us / US, UTC).isoformat()
 
 
+def world_ids(out: Path) -> WorldIds:
+    """The id scheme of the world in ``out``: its ``item_rows``/``user_rows`` map event ids to truth rows."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    if manifest.get("format_version", 1) < 2:
+        raise ValueError(f"{out}: a format-1 world (bare numeric ids); regenerate it with --force")
+    return WorldIds(manifest["ids"]["prefix"])
+
+
 def load_truth(out: Path) -> tuple[ItemModel, UserModel, float, float]:
-    """Read the ground truth back (for tests and evaluation): items, users, mu, sigma."""
+    """Read the ground truth back (for tests and evaluation): items, users, mu, sigma. Row ``r`` is
+    the ``r``-th id of ``truth/*.parquet``; :func:`world_ids` maps event ids to rows."""
     it = pq.read_table(out / "truth" / "items.parquet")
     us = pq.read_table(out / "truth" / "users.parquet")
     manifest = json.loads((out / "manifest.json").read_text())

@@ -13,11 +13,73 @@ picks, how far they get through the funnel (click, play, ...) and their ratings.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from batch.world.vocab import GENRE_FREQ, GENRE_PAIRS, GENRES
+
+#: Default namespace of world ids: items ``wi1..wiM``, users ``wu1..wuN``.
+DEFAULT_ID_PREFIX = "w"
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_.-]{0,32}")
+
+
+@dataclass(frozen=True)
+class WorldIds:
+    """How a world names its rows: item row ``i`` is ``f"{prefix}i{i + 1}"``, user row ``u`` is
+    ``f"{prefix}u{u + 1}"`` (``wi1``, ``wu1`` with the default prefix ``w``).
+
+    Why not ``"1".."N"``: MovieLens ids are bare integers, and the ``items`` table, the lake and
+    ``user_profiles`` are shared by every import, so a world would silently overwrite (or merge
+    its events into) MovieLens rows with the same numbers. An id with a letter in it can never be
+    a MovieLens id; the prefix also keeps two worlds apart in one database (``--id-prefix w2``).
+    The ``i``/``u`` letter makes an id self-describing in logs and reports, and lets a reader
+    split prefix and row unambiguously (the row is the trailing digits).
+    """
+
+    prefix: str = DEFAULT_ID_PREFIX
+
+    def __post_init__(self) -> None:
+        if not _PREFIX_RE.fullmatch(self.prefix):
+            raise ValueError(
+                f"id prefix {self.prefix!r} must be 0-32 characters of A-Z a-z 0-9 _ . - "
+                "(it becomes part of URLs, Kafka keys and Redis keys)"
+            )
+
+    def item_id(self, row: int) -> str:
+        return f"{self.prefix}i{row + 1}"
+
+    def user_id(self, row: int) -> str:
+        return f"{self.prefix}u{row + 1}"
+
+    def item_ids(self, n: int) -> pa.StringArray:
+        """Every item id in row order (a lookup table: ``item_ids(m).take(rows)``)."""
+        return pa.array([f"{self.prefix}i{r}" for r in range(1, n + 1)], pa.string())
+
+    def user_ids(self, n: int) -> pa.StringArray:
+        return pa.array([f"{self.prefix}u{r}" for r in range(1, n + 1)], pa.string())
+
+    def item_rows(self, ids: Iterable[str] | pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Row indexes of item ids (for ground-truth lookups); ValueError on a foreign id."""
+        return self._rows(ids, "i")
+
+    def user_rows(self, ids: Iterable[str] | pa.Array | pa.ChunkedArray) -> np.ndarray:
+        return self._rows(ids, "u")
+
+    def _rows(self, ids: Iterable[str] | pa.Array | pa.ChunkedArray, kind: str) -> np.ndarray:
+        arr = ids if isinstance(ids, pa.Array | pa.ChunkedArray) else pa.array(list(ids), pa.string())
+        head = self.prefix + kind
+        ok = pc.and_(pc.starts_with(arr, head), pc.match_substring_regex(arr, rf"^.{{{len(head)}}}[0-9]+$"))
+        if not pc.all(ok).as_py():
+            bad = pc.filter(arr, pc.invert(ok))[0].as_py()
+            raise ValueError(f"{bad!r} is not a world id of the form {head}<n> (prefix {self.prefix!r})")
+        rows = pc.cast(pc.utf8_slice_codeunits(arr, len(head)), pa.int64())
+        return np.asarray(rows.to_numpy(zero_copy_only=False), dtype=np.int64) - 1
+
 
 #: std of each latent factor entry: factors_u . factors_i then has std ~ K * var = 0.6 for K=16.
 FACTOR_STD = float(np.sqrt(0.6 / 4.0))
@@ -25,7 +87,7 @@ FACTOR_STD = float(np.sqrt(0.6 / 4.0))
 
 @dataclass
 class ItemModel:
-    """Ground truth of the catalog, row ``i`` is ``item_id = str(i + 1)``."""
+    """Ground truth of the catalog; row ``i`` is item ``WorldIds(prefix).item_id(i)`` (``wi<i+1>``)."""
 
     genres: np.ndarray  # (M, G) bool
     factors: np.ndarray  # (M, K) float32
@@ -44,7 +106,7 @@ class ItemModel:
 
 @dataclass
 class UserModel:
-    """Ground truth of users, row ``u`` is ``user_id = str(u + 1)``."""
+    """Ground truth of users; row ``u`` is user ``WorldIds(prefix).user_id(u)`` (``wu<u+1>``)."""
 
     taste: np.ndarray  # (N, G) float32
     factors: np.ndarray  # (N, K) float32

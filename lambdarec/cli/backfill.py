@@ -172,7 +172,7 @@ def run_backfill(
 def backfill(
     path: Annotated[Path, typer.Argument(help="ratings.csv, u.data, a world folder or their folder")],
     to: Annotated[str, typer.Option("--to", help="kafka (replay) or lake (history)")] = "lake",
-    fmt: Annotated[str, typer.Option("--format", "-f", help="auto|movielens|ml100k|world")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="auto|movielens|ml100k|recbole|world")] = "auto",
     speed: Annotated[
         float, typer.Option(min=0, help="kafka: replay N times faster than event time (0: flat out)")
     ] = 0.0,

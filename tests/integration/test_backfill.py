@@ -104,3 +104,20 @@ def test_backfill_to_kafka_replays_valid_events(kafka: Settings, ratings: Path, 
         ("2", "10"),
         ("3", "99999999"),
     }
+
+
+def test_duplicate_rows_land_once(postgres: Settings, tmp_path: Path) -> None:
+    """The same rating row twice in one file (and once more in a second file) is one silver row:
+    imported events have deterministic ids and silver inserts by event_id only if absent."""
+    settings = lake_settings(postgres, str(tmp_path / "lake"), f"bf-{uuid.uuid4().hex[:8]}.")
+    dup = tmp_path / "a" / "ratings.csv"
+    dup.parent.mkdir()
+    dup.write_text("userId,movieId,rating,timestamp\n1,31,2.5,1260759144\n1,31,2.5,1260759144\n")
+    first = run_backfill(settings, dup, to="lake", check_items=False)
+    assert first.events == 2
+    other = tmp_path / "b" / "ratings.csv"
+    other.parent.mkdir()
+    other.write_text("userId,movieId,rating,timestamp\n2,10,5.0,835355493\n1,31,2.5,1260759144\n")
+    run_backfill(settings, other, to="lake", check_items=False)
+    silver = read_silver(Lake(settings)).to_pylist()
+    assert sorted((r["user_id"], r["item_id"]) for r in silver) == [("1", "31"), ("2", "10")]

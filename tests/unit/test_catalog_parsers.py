@@ -1,4 +1,4 @@
-"""Catalog parsers: MovieLens (csv), ml-100k (Latin-1), JSONL and CSV, good and bad input."""
+"""Catalog parsers: MovieLens (csv), ml-100k (Latin-1), RecBole atomic, JSONL and CSV; good and bad input."""
 
 from __future__ import annotations
 
@@ -274,6 +274,65 @@ def test_detect_format(tmp_path: Path) -> None:
         parse_catalog(tmp_path / "missing.csv")
     with pytest.raises(CatalogError, match="unknown format"):
         parse_catalog(ML, "xml")
+
+
+# ------------------------------------------------------------------------- RecBole atomic files
+
+RECBOLE_HEAD = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+
+
+def test_recbole_item_file(tmp_path: Path) -> None:
+    text = RECBOLE_HEAD + (
+        "1\tToy Story\t1995\tAnimation Children's Comedy\n"
+        "543\tMisérables, Les\t1995\tDrama Musical\r\n"
+        "267\tunkonwn\tunkonwn\tunknown\n"
+        "1412\tLand Before Time III (1995)\tV\tAnimation\n"
+    )
+    _write(tmp_path / "ml-100k" / "ml-100k.item", text)
+    assert detect_format(tmp_path / "ml-100k") == "recbole"
+    assert detect_format(tmp_path / "ml-100k" / "ml-100k.item") == "recbole"
+    res = parse_catalog(tmp_path / "ml-100k")
+    items = by_id(res.items)
+    assert res.fmt == "recbole" and list(items) == ["1", "543", "267", "1412"]
+    assert (items["1"].year, sorted(items["1"].genres)) == (1995, ["Animation", "Children", "Comedy"])
+    assert items["1"].movielens_id == 1
+    assert items["543"].title == "Les Misérables"
+    assert (items["267"].title, items["267"].year, items["267"].genres) == ("unknown", None, [])
+    assert items["1412"].year == 1995  # from the title; the bad year column is reported, not fatal
+    assert [(i.file, i.line, i.field, i.skipped) for i in res.issues] == [
+        ("ml-100k.item", 5, "release_year", False)
+    ]
+
+
+def test_recbole_bad_input(tmp_path: Path) -> None:
+    _write(
+        tmp_path / "a" / "x.item",
+        RECBOLE_HEAD
+        + "1\tToy Story\t1995\tComedy\n2\tonly two\n1\tDuplicate\t1995\tDrama\n3\t\t1995\tDrama\n",
+    )
+    res = parse_catalog(tmp_path / "a")
+    assert [i.item_id for i in res.items] == ["1"]
+    problems = {(i.line, i.field): i.message for i in res.issues}
+    assert "expected 4 tab-separated fields, got 2" in problems[(3, "")]
+    assert "duplicate id 1 (first at line 2)" in problems[(4, "item_id")]
+    assert (5, "title") in problems
+    _write(tmp_path / "b" / "x.item", "")
+    with pytest.raises(CatalogError, match="empty"):
+        parse_catalog(tmp_path / "b")
+    _write(tmp_path / "c" / "x.item", RECBOLE_HEAD)
+    with pytest.raises(CatalogError, match="no valid items"):
+        parse_catalog(tmp_path / "c")
+    _write(tmp_path / "d" / "x.item", "id\tname\n1\tToy Story\n")
+    with pytest.raises(CatalogError, match=r"x\.item:1: header .* needs item_id"):
+        parse_catalog(tmp_path / "d")
+    _write(tmp_path / "e" / "x.item", RECBOLE_HEAD)
+    _write(tmp_path / "e" / "y.item", RECBOLE_HEAD)
+    with pytest.raises(CatalogError, match=r"expected one RecBole \*\.item file, found 2"):
+        parse_catalog(tmp_path / "e", "recbole")
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "x.item").write_bytes((RECBOLE_HEAD + "1\tMisérables\t1995\tDrama\n").encode("latin-1"))
+    with pytest.raises(CatalogError, match=r"x\.item:2: not valid UTF-8"):
+        parse_catalog(tmp_path / "f")
 
 
 # ----------------------------------------------------------------------------------- the model

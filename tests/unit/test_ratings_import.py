@@ -58,6 +58,58 @@ def test_ml100k_u_data(tmp_path: Path) -> None:
     assert [(e.user_id, e.item_id, e.rating) for e in events] == [("196", "242", 3.0), ("186", "302", 3.0)]
 
 
+def test_recbole_inter_file(tmp_path: Path) -> None:
+    """RecBole's ml-100k.inter holds GroupLens' u.data rows: same events, same ids."""
+    folder = tmp_path / "ml-100k"
+    folder.mkdir()
+    inter = write(
+        folder,
+        "ml-100k.inter",
+        INTER_HEAD + "196\t242\t3\t881250949\n186\t302\t3.0\t891717742.0\nbad\n22\t377\tx\t878887116\n",
+    )
+    src = read_interactions(folder)
+    events = list(src.events())
+    assert src.fmt == "recbole" and src.files == [inter]
+    assert [(e.user_id, e.item_id, e.rating) for e in events] == [("196", "242", 3.0), ("186", "302", 3.0)]
+    assert [(i.line, i.message[:11]) for i in src.stats.issues] == [(4, "expected 4 "), (5, "rating is n")]
+    udata = write(tmp_path, "u.data", "196\t242\t3\t881250949\n186\t302\t3\t891717742\n")
+    assert [e.event_id for e in read_interactions(udata).events()] == [e.event_id for e in events]
+    other = write(tmp_path, "ml-1m.inter", INTER_HEAD + "196\t242\t3\t881250949\n")
+    assert next(read_interactions(other).events()).event_id != events[0].event_id
+    with pytest.raises(RatingsImportError, match=r"lacks column\(s\) \['rating'"):
+        list(read_interactions(write(tmp_path, "x.inter", "user_id:token\titem_id:token\n1\t2\n")).events())
+    write(folder, "second.inter", INTER_HEAD)
+    with pytest.raises(RatingsImportError, match=r"2 RecBole \.inter files"):
+        read_interactions(folder)
+
+
+def test_wrong_encoding_is_a_counted_skip_or_a_clear_error(tmp_path: Path) -> None:
+    """A line that is not UTF-8 is skipped with its line number (never a silently mangled id);
+    UTF-16 and binary files are refused before anything is sent."""
+    raw = ML_CSV.encode() + "7,caf\u00e9,4.0,1260759144\n".encode("latin-1") + b"8,31,4.0,1260759144\n"
+    path = tmp_path / "ratings.csv"
+    path.write_bytes(raw)
+    src = read_interactions(path)
+    events = list(src.events())
+    assert [e.user_id for e in events] == ["1", "1", "2", "8"]
+    assert src.stats.broken == 1 and src.stats.issues[0].line == 5
+    assert "not valid UTF-8 (byte 0xe9 at column 6)" in src.stats.issues[0].message
+    (tmp_path / "u16.csv").write_bytes(ML_CSV.encode("utf-16"))
+    with pytest.raises(RatingsImportError, match="UTF-16"):
+        read_interactions(tmp_path / "u16.csv")
+    (tmp_path / "u.data").write_bytes(b"1\t2\x00\x00\x01")
+    with pytest.raises(RatingsImportError, match="NUL"):
+        read_interactions(tmp_path / "u.data")
+
+
+def test_duplicate_rows_get_one_event_id(tmp_path: Path) -> None:
+    """A rating row that appears twice becomes two events with the same id: every consumer (lake
+    silver, speed layer) dedupes by event_id, so it counts once (tests/integration/test_backfill.py)."""
+    src = read_interactions(write(tmp_path, "ratings.csv", ML_CSV + "2,10,5.0,835355493\n"))
+    ids = [e.event_id for e in src.events()]
+    assert len(ids) == 4 and len(set(ids)) == 3 and ids[2] == ids[3]
+
+
 def test_broken_lines_are_counted_with_line_numbers(tmp_path: Path) -> None:
     text = ML_CSV + "bad,line\n3,4,x,1\n3,4,3.0,notatime\n\n4,5,4.0,99999999999999\n5,6,4.0,1\n"
     src = read_interactions(write(tmp_path, "ratings.csv", text))
@@ -89,9 +141,23 @@ def test_time_and_user_filters(tmp_path: Path) -> None:
     assert [e.user_id for e in src.events()] == ["2"] and src.stats.filtered == 2
 
 
-@pytest.mark.parametrize("text", ["", "userId,movieId,rating,timestamp\n", "\n\n"])
-def test_empty_file_is_a_clear_error(tmp_path: Path, text: str) -> None:
-    path = write(tmp_path, "ratings.csv", text)
+INTER_HEAD = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("ratings.csv", ""),
+        ("ratings.csv", "userId,movieId,rating,timestamp\n"),
+        ("ratings.csv", "\n\n"),
+        ("u.data", ""),
+        ("u.data", "\n \n"),
+        ("ml-100k.inter", ""),
+        ("ml-100k.inter", INTER_HEAD),
+    ],
+)
+def test_empty_file_is_a_clear_error(tmp_path: Path, name: str, text: str) -> None:
+    path = write(tmp_path, name, text)
     with pytest.raises(RatingsImportError, match=r"empty|nothing to import"):
         list(read_interactions(path).events())
 

@@ -9,10 +9,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from batch.catalog.readers import parse_catalog
-from batch.world import EVENT_SCHEMA, EVENT_TYPES, WorldConfig, generate_world, load_truth
+from batch.world import (
+    EVENT_SCHEMA,
+    EVENT_TYPES,
+    WorldConfig,
+    WorldIds,
+    generate_world,
+    load_truth,
+    world_ids,
+)
 from batch.world import vocab as V
 from batch.world.events import AliasSampler, uuid4_strings
 from batch.world.model import utility
@@ -104,8 +113,8 @@ def test_ratings_follow_the_latent_model(world: Path) -> None:
     t = _events(world)
     r = t.filter(pc.equal(t["type"], "rate"))
     items, users, mu, sigma = load_truth(world)
-    u = r["user_id"].cast(pa.int64()).to_numpy() - 1
-    i = r["item_id"].cast(pa.int64()).to_numpy() - 1
+    ids = world_ids(world)
+    u, i = ids.user_rows(r["user_id"]), ids.item_rows(r["item_id"])
     z = utility(users, items, u, i, mu, sigma)
     ratings = r["rating"].to_numpy()
     assert set(np.unique(ratings)) <= {1.0, 2.0, 3.0, 4.0, 5.0}
@@ -118,8 +127,8 @@ def test_choices_follow_taste(world: Path) -> None:
     t = _events(world)
     p = t.filter(pc.equal(t["type"], "play"))
     items, users, mu, sigma = load_truth(world)
-    u = p["user_id"].cast(pa.int64()).to_numpy() - 1
-    i = p["item_id"].cast(pa.int64()).to_numpy() - 1
+    ids = world_ids(world)
+    u, i = ids.user_rows(p["user_id"]), ids.item_rows(p["item_id"])
     rng = np.random.default_rng(0)
     shuffled = rng.permutation(i)  # same popularity mix, random pairing
     assert (
@@ -129,9 +138,8 @@ def test_choices_follow_taste(world: Path) -> None:
 
 
 def test_popularity_is_heavy_tailed(world: Path) -> None:
-    counts = np.sort(
-        np.bincount(_events(world)["item_id"].cast(pa.int64()).to_numpy(), minlength=CFG.items + 1)[1:]
-    )[::-1]
+    rows = world_ids(world).item_rows(_events(world)["item_id"])
+    counts = np.sort(np.bincount(rows, minlength=CFG.items))[::-1]
     top10 = counts[: CFG.items // 10].sum() / counts.sum()
     assert top10 > 0.4  # uniform would be 0.1
     ranks = np.arange(1, len(counts) + 1)
@@ -145,11 +153,49 @@ def test_catalog_matches_genres_and_imports(world: Path) -> None:
     assert len(res.items) == CFG.items and res.skipped == 0
     truth, _, _, _ = load_truth(world)
     names = np.asarray(V.GENRES)
+    assert [it.item_id for it in res.items] == [f"wi{n}" for n in range(1, CFG.items + 1)]
     for it, flags in zip(res.items, truth.genres, strict=True):
         assert sorted(it.genres) == sorted(names[flags].tolist())
         text = it.overview.lower()
         words = {w.lower() for g in it.genres for w in V.ROLES[g] + V.OBJECTS[g] + V.GOALS[g] + V.SETTINGS[g]}
         assert any(w in text for w in words), (it.genres, it.overview)
+
+
+def test_ids_are_namespaced_and_map_back_to_truth_rows(world: Path, tmp_path: Path) -> None:
+    """World ids can never be MovieLens ids (bare integers): items wi<n>, users wu<n>, n = row + 1."""
+    t = _events(world)
+    assert pc.all(pc.match_substring_regex(t["item_id"], r"^wi[1-9][0-9]*$")).as_py()
+    assert pc.all(pc.match_substring_regex(t["user_id"], r"^wu[1-9][0-9]*$")).as_py()
+    truth = pq.read_table(world / "truth" / "items.parquet")
+    assert truth["item_id"].to_pylist() == [f"wi{n}" for n in range(1, CFG.items + 1)]
+    users = pq.read_table(world / "truth" / "users.parquet")["user_id"].to_pylist()
+    assert users[0] == "wu1" and users[-1] == f"wu{CFG.users}"
+    manifest = json.loads((world / "manifest.json").read_text())
+    assert manifest["config"]["id_prefix"] == "w" and manifest["ids"]["item"] == "wi<n>"
+    ids = world_ids(world)
+    assert ids.item_rows(["wi1", "wi300"]).tolist() == [0, 299]
+    for bad in (["1"], ["wu1"], ["wi"], ["wix"], ["xwi1"]):
+        with pytest.raises(ValueError, match="not a world id"):
+            ids.item_rows(bad)
+
+    # Another prefix: same events otherwise (the prefix does not touch the random streams).
+    other = WorldConfig(**{**CFG.__dict__, "id_prefix": "w2", "events": 2000})
+    generate_world(other, tmp_path / "w2")
+    base = WorldConfig(**{**CFG.__dict__, "events": 2000})
+    generate_world(base, tmp_path / "w")
+    a, b = _events(tmp_path / "w"), _events(tmp_path / "w2")
+    assert b["item_id"].to_pylist() == ["w2" + x[1:] for x in a["item_id"].to_pylist()]
+    assert b["user_id"].to_pylist() == ["w2" + x[1:] for x in a["user_id"].to_pylist()]
+    assert a.drop(["item_id", "user_id"]).equals(b.drop(["item_id", "user_id"]))
+    assert (
+        world_ids(tmp_path / "w2").user_rows(b["user_id"]).tolist()
+        == world_ids(tmp_path / "w").user_rows(a["user_id"]).tolist()
+    )
+    for bad_prefix in ("w/", "a b", "x" * 33):
+        with pytest.raises(ValueError, match="id prefix"):
+            WorldIds(bad_prefix)
+        with pytest.raises(ValueError, match="id prefix"):
+            WorldConfig(id_prefix=bad_prefix)
 
 
 def test_uuid4_strings_are_valid_and_seeded() -> None:
@@ -187,3 +233,8 @@ def test_cli_generate(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 2 and "--force" in r.output
     assert CliRunner().invoke(app, [*args, "--force", "--start", "2025-02-30"]).exit_code == 2
+    r = CliRunner().invoke(app, [*args, "--force", "--id-prefix", "demo2"])
+    assert r.exit_code == 0, r.output
+    assert set(_events(tmp_path)["item_id"].to_pylist()) <= {f"demo2i{n}" for n in range(1, 31)}
+    r = CliRunner().invoke(app, [*args, "--force", "--id-prefix", "bad prefix"])
+    assert r.exit_code == 2 and "id prefix" in r.output
