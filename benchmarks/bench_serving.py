@@ -18,6 +18,7 @@ Usage: ``python -m benchmarks.bench_serving [--users 100000 --items 60000 --dura
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -28,14 +29,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 
-from infra.postgres import scratch_database
+from infra.postgres import PostgresService, scratch_database
 from lambdarec.settings import PROJECT_ROOT, Settings, get_settings
 from schemas.migrate import migrate
 from schemas.model_snapshot import ModelSnapshot, save_snapshot
@@ -48,6 +51,30 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def kept_database(base: Settings, name: str) -> Iterator[tuple[Settings, bool]]:
+    """A named database that survives the run (seeding 100k users and the HNSW index takes
+    minutes; repeated measurements should not pay it). Yields (settings, already seeded)."""
+    from psycopg import sql
+
+    svc = PostgresService(base)
+    owner = svc._url.username or "lambdarec"
+    with svc.admin_connect() as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING 'UTF8'").format(
+                    sql.Identifier(name), sql.Identifier(owner)
+                )
+            )
+    with svc.admin_connect(name) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    url = svc._url._replace(path=f"/{name}").geturl()
+    settings = base.model_copy(update={"postgres": base.postgres.model_copy(update={"url": url})})
+    with psycopg.connect(url, autocommit=True) as conn:
+        seeded = conn.execute("SELECT to_regclass('bench_seeded') IS NOT NULL").fetchone()[0]  # type: ignore[index]
+    yield settings, bool(seeded)
 
 
 def seed(settings: Settings, n_users: int, n_items: int, snap_dir: str) -> dict[str, float]:
@@ -138,24 +165,49 @@ def seed(settings: Settings, n_users: int, n_items: int, snap_dir: str) -> dict[
     ).fetchone()[0]  # type: ignore[index]
     conn.execute("UPDATE models SET status = 'staging' WHERE model_id = %s", (mid,))
     conn.execute("SELECT promote_model(%s)", (mid,))
+    conn.execute("CREATE TABLE bench_seeded (users int, items int, snapshot text)")
+    conn.execute("INSERT INTO bench_seeded VALUES (%s, %s, %s)", (n_users, n_items, snap_dir))
     conn.close()
     return times
 
 
 _LUA = """
+math.randomseed(os.time() + {seed})
 local n = {n}
-local counter = 0
+hits = 0
+local delay_ms = {delay}
 request = function()
-  counter = counter + 1
   local u = math.random(0, n - 1)
   return wrk.format("GET", "/v1/users/bu" .. u .. "/recommendations?k=10")
+end
+response = function(status, headers, body)
+  if string.find(body, '"cache_hit":true', 1, true) then hits = hits + 1 end
+end
+if delay_ms > 0 then
+  delay = function() return delay_ms end
+end
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+done = function(summary, latency, requests)
+  local total = 0
+  for _, t in ipairs(threads) do total = total + t:get("hits") end
+  io.write(string.format("CACHE_HITS %d\\n", total))
 end
 """
 
 
-def wrk(url: str, n_users: int, duration: int, conns: int, threads: int) -> dict[str, float]:
+def wrk(
+    url: str, n_users: int, duration: int, conns: int, threads: int, rate: float = 0.0
+) -> dict[str, float]:
+    """One wrk run. ``rate`` > 0 paces each connection (Lua ``delay``) to about ``rate`` req/s in
+    total: wrk is closed-loop, and p99 at saturation says nothing about p99 at a given load."""
+    delay = int(conns * 1000 / rate) if rate > 0 else 0
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(_LUA.replace("{n}", str(n_users)))
+        f.write(
+            _LUA.replace("{n}", str(n_users))
+            .replace("{delay}", str(delay))
+            .replace("{seed}", str(int.from_bytes(os.urandom(2), "little")))
+        )
         script = f.name
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", "-s", script, url],
@@ -172,14 +224,63 @@ def wrk(url: str, n_users: int, duration: int, conns: int, threads: int) -> dict
         return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = re.search(r"(\d+) requests in", out)
+    hits = re.search(r"CACHE_HITS (\d+)", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    n = float(total.group(1)) if total else float("nan")
     return {
         "rps": rps,
         "p50_ms": ms("50"),
         "p90_ms": ms("90"),
         "p99_ms": ms("99"),
         "non_2xx": float(errors.group(1)) if errors else 0.0,
+        "hit_ratio": round(float(hits.group(1)) / n, 3) if hits and n else float("nan"),
     }
+
+
+def cpu_seconds(server_pid: int, db_url: str) -> dict[str, dict[int, float]]:
+    """CPU seconds used so far, per process, by the API (all uvicorn processes) and by the
+    Postgres backends serving the bench database: per request, this is what the box pays
+    whatever else runs on it, so it stays meaningful when latencies are blurred by other load."""
+    import psutil
+
+    def times(pids: list[int]) -> dict[int, float]:
+        out = {}
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                t = psutil.Process(pid).cpu_times()
+                out[pid] = t.user + t.system
+        return out
+
+    server = psutil.Process(server_pid)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        dbname = conn.info.dbname
+        pids = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (dbname,))]
+    return {
+        "api": times([server_pid, *(c.pid for c in server.children(recursive=True))]),
+        "postgres": times(pids),
+    }
+
+
+def cpu_ms_per_request(before: dict[int, float], after: dict[int, float], requests: float) -> float:
+    """Over the processes alive at both ends (a backend that came or went is left out)."""
+    used = sum(after[p] - before[p] for p in after.keys() & before.keys())
+    return round(used * 1000 / max(requests, 1.0), 3)
+
+
+def invalidate(settings: Settings, n_users: int) -> None:
+    """INCR every bench user's cache version (what the speed layer does on new events), so the
+    next request of each is a miss whatever earlier runs cached."""
+    import redis
+
+    r = redis.Redis.from_url(settings.redis.url)
+    for start in range(0, n_users, 10_000):
+        pipe = r.pipeline(transaction=False)
+        for u in range(start, min(n_users, start + 10_000)):
+            pipe.incr(f"rec:ver:bu{u}")
+            pipe.expire(f"rec:ver:bu{u}", 3600)
+        pipe.execute()
+    r.close()
 
 
 def _warm(url: str, n: int) -> None:
@@ -206,28 +307,59 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--items", type=int, default=60_000)
-    ap.add_argument("--duration", type=int, default=20)
+    ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--connections", type=int, nargs="+", default=[1, 8, 32])
-    ap.add_argument("--cached-users", type=int, default=200, help="users warmed before the cached runs")
+    ap.add_argument("--connections", type=int, nargs="+", default=[16])
+    ap.add_argument(
+        "--rate",
+        type=float,
+        nargs="+",
+        default=[0.0, 1000.0],
+        help="target req/s; 0 = flat out",
+    )
+    ap.add_argument("--cached-users", type=int, default=1000, help="users warmed before the cached runs")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--paths", nargs="+", default=["cached", "uncached"], choices=["cached", "uncached"])
+    ap.add_argument(
+        "--keep-db",
+        metavar="NAME",
+        help="seed into (or reuse) this database and keep it: repeated runs skip the minutes of seeding",
+    )
+    ap.add_argument("--serve-env", nargs="*", default=[], metavar="K=V", help="extra LAMBDAREC_* for the API")
+    ap.add_argument(
+        "--freshness",
+        type=int,
+        metavar="N",
+        help="only measure event -> changed list, N events (see freshness())",
+    )
     args = ap.parse_args()
+    if args.freshness:
+        print(json.dumps({"freshness": freshness(args.freshness)}, indent=2))
+        return
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install -y wrk")
     base = get_settings()
-    snap_dir = tempfile.mkdtemp(prefix="bench-serving-snap-")
-    with scratch_database(base, "lambdarec_bench_serving") as settings:
+    if args.keep_db:
+        snap_dir = str(base.var_dir / "bench-serving" / args.keep_db)
+        db: contextlib.AbstractContextManager[tuple[Settings, bool]] = kept_database(base, args.keep_db)
+    else:
+        snap_dir = tempfile.mkdtemp(prefix="bench-serving-snap-")
+        db = _scratch(base)
+    with db as (settings, seeded):
         t0 = time.perf_counter()
-        phases = seed(settings, args.users, args.items, snap_dir)
-        print(f"seeded {args.users} users / {args.items} items in {time.perf_counter() - t0:.0f} s {phases}")
+        if not seeded:
+            phases = seed(settings, args.users, args.items, snap_dir)
+            print(
+                f"seeded {args.users} users / {args.items} items in {time.perf_counter() - t0:.0f} s {phases}"
+            )
         port = _free_port()
         env = {
             **os.environ,
             "LAMBDAREC_POSTGRES__URL": settings.postgres.url,
-            "LAMBDAREC_POSTGRES__POOL_MAX": "8",
             "LAMBDAREC_KAFKA__TOPIC_PREFIX": f"bench{port}.",
             "LAMBDAREC_SERVING__CACHE_TTL_SEC": "300",
             "LAMBDAREC_SERVING__ANONYMOUS_RATE_LIMIT_PER_MINUTE": "100000000",
+            **dict(kv.split("=", 1) for kv in args.serve_env),
         }
         server = subprocess.Popen(
             [
@@ -242,6 +374,7 @@ def main() -> None:
             start_new_session=True,
         )
         url = f"http://127.0.0.1:{port}"
+        results: dict[str, dict[str, float]] = {}
         try:
             deadline = time.monotonic() + 60
             while True:
@@ -253,7 +386,14 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise RuntimeError("server not ready")
                 time.sleep(0.5)
-            time.sleep(3)  # model load from the registry
+            deadline = time.monotonic() + 120  # the model loads from the registry in the background
+            loaded = 0  # every worker loads its own copy: ask until 20 answers in a row say loaded
+            while loaded < 20:
+                model = httpx.get(f"{url}/readyz", timeout=5).json()["checks"].get("model", "none")
+                loaded = 0 if "none" in model else loaded + 1
+                if time.monotonic() > deadline:
+                    raise RuntimeError("model not loaded")
+                time.sleep(0.05 if loaded else 0.5)
             sample = httpx.get(f"{url}/v1/users/bu1/recommendations?k=10", timeout=10).json()
             print(
                 "sample:",
@@ -262,36 +402,146 @@ def main() -> None:
                 sample["computation_time_ms"],
                 "ms",
             )
-            _warm(url, args.cached_users)
-            results = {}
             for conns in args.connections:
-                results[f"cached_c{conns}"] = wrk(url, args.cached_users, args.duration, conns, args.threads)
-                results[f"uncached_c{conns}"] = wrk(url, args.users, args.duration, conns, args.threads)
-            conn = psycopg.connect(settings.postgres.url, autocommit=True)
-            hits = conn.execute(
-                "SELECT count(*), avg(cache_hit::int), percentile_cont(0.5) WITHIN GROUP (ORDER BY "
-                "computation_time_ms) FILTER (WHERE NOT cache_hit) FROM recommendation_logs"
-            ).fetchone()
-            assert hits is not None
-            conn.close()
+                for rate in args.rate:
+                    tag = f"c{conns}_r{int(rate) or 'max'}"
+                    for path in args.paths:
+                        if path == "cached":
+                            _warm(url, args.cached_users)
+                        else:
+                            invalidate(settings, args.users)
+                        n = args.cached_users if path == "cached" else args.users
+                        before = cpu_seconds(server.pid, settings.postgres.url)
+                        res = wrk(url, n, args.duration, conns, args.threads, rate)
+                        after = cpu_seconds(server.pid, settings.postgres.url)
+                        done = res["rps"] * args.duration
+                        for part in ("api", "postgres"):
+                            per_req = cpu_ms_per_request(before[part], after[part], done)
+                            res[f"{part}_cpu_ms_per_req"] = per_req
+                        results[f"{path}_{tag}"] = res
+                        print(path, tag, res, flush=True)
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
-            shutil.rmtree(snap_dir, ignore_errors=True)
-        print(
-            json.dumps(
-                {
-                    "args": vars(args),
-                    "results": results,
-                    "logged_lists": hits[0],
-                    "cache_hit_ratio": hits[1],
-                    "server_p50_uncached_compute_ms": hits[2],
-                },
-                default=str,
-                indent=2,
-            )
-        )
-        Path(PROJECT_ROOT / "var").mkdir(exist_ok=True)
+            if not args.keep_db:
+                shutil.rmtree(snap_dir, ignore_errors=True)
+        print(json.dumps({"args": vars(args), "results": results}, default=str, indent=2))
+        print("BENCH_RESULT " + json.dumps({"bench": "serving", "results": results}, default=str), flush=True)
+
+
+def freshness(n: int) -> dict[str, float]:
+    """Event produced -> the next response reflects it, ``n`` times (one user each, in turn).
+
+    A private world (stream_support: scratch database, own topics, a real ``lambdarec stream
+    worker`` with the default ``stream.flush_interval_sec``), the API in process with the cache
+    on: each user's popular list is cached first, then one ``play`` event is produced and the list
+    polled every 10 ms until it is personalised. The clock starts before the producer is created
+    and flushed, so the figure includes the client side of the produce.
+    """
+    import asyncio
+    import uuid
+    from datetime import UTC, datetime
+
+    from schemas.events import EventType, InteractionEvent
+    from serving.app import create_app
+    from tests.integration.stream_support import publish_model, stream_env
+
+    base = get_settings()
+    with tempfile.TemporaryDirectory() as tmp, stream_env(base, Path(tmp)) as se:
+        publish_model(se, "v1", seed=3)
+        se.start_worker()
+        users = [f"fresh-{uuid.uuid4().hex[:8]}" for _ in range(n)]
+        with se.pg() as conn:
+            for u in users:
+                conn.execute(
+                    "INSERT INTO user_profiles (user_id, data_usage_consent) VALUES (%s, true)", (u,)
+                )
+
+        async def run() -> list[float]:
+            app = create_app(se.settings)
+            async with (
+                app.router.lifespan_context(app),
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+            ):
+                svc = app.state.services
+                await svc.pool.wait(timeout=10)
+                deadline = time.monotonic() + 60
+                while svc.models.current is None and time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
+                took = []
+                producer = se.producer()  # one long-lived producer, as an application has
+                warm = warm_event(se)
+                await asyncio.to_thread(_send, producer, warm)
+                await asyncio.to_thread(
+                    se.wait_for,
+                    lambda: (
+                        se.scalar(
+                            "SELECT count(*) FROM rt_user_interactions WHERE user_id = %s", warm.user_id
+                        )
+                        == 1
+                    ),
+                    60,
+                    "warm-up event applied",
+                )
+                for i, u in enumerate(users):
+                    url = f"/v1/users/{u}/recommendations?k=5"
+                    await c.get(url)
+                    assert (await c.get(url)).json()["cache_hit"] is True
+                    t0 = time.monotonic()
+                    event = InteractionEvent(
+                        event_id=uuid.uuid4(),
+                        user_id=u,
+                        item_id=se.item_ids[(i * 7) % len(se.item_ids)],
+                        type=EventType.PLAY,
+                        occurred_at=datetime.now(UTC),
+                    )
+                    await asyncio.to_thread(_send, producer, event)
+                    while time.monotonic() - t0 < 30:
+                        if (await c.get(url)).json()["algorithm_source"] != "popular":
+                            break
+                        await asyncio.sleep(0.01)
+                    took.append(time.monotonic() - t0)
+                producer.close()
+                return took
+
+        took_in_order = asyncio.run(run())
+        print("freshness per event (s, in order):", " ".join(f"{t:.2f}" for t in took_in_order))
+        took = sorted(took_in_order)
+    q = np.quantile(np.asarray(took) * 1000, [0.5, 0.9, 0.99])
+    return {
+        "events": n,
+        "p50_ms": round(q[0], 1),
+        "p90_ms": round(q[1], 1),
+        "p99_ms": round(q[2], 1),
+        "max_ms": round(took[-1] * 1000, 1),
+    }
+
+
+def _send(producer: Any, event: Any) -> None:
+    producer.send(event)
+    producer.flush(10)
+
+
+def warm_event(se: Any) -> Any:
+    """One event before the clock runs: the producer is connected, the worker owns its partitions."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from schemas.events import EventType, InteractionEvent
+
+    return InteractionEvent(
+        event_id=uuid.uuid4(),
+        user_id=f"warm-{uuid.uuid4().hex[:8]}",
+        item_id=se.item_ids[0],
+        type=EventType.PLAY,
+        occurred_at=datetime.now(UTC),
+    )
+
+
+@contextlib.contextmanager
+def _scratch(base: Settings) -> Iterator[tuple[Settings, bool]]:
+    with scratch_database(base, "lambdarec_bench_serving") as settings:
+        yield settings, False
 
 
 if __name__ == "__main__":

@@ -11,23 +11,18 @@ of an older model, and no fork for snapshots doubles memory under load. With
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from infra.errors import InfraError
-from infra.process import ensure_port_free, require_tool, run_checked, spawn
+from infra.apt import apt_install
+from infra.process import ensure_port_free, require_tool, spawn
 from infra.service import Service
 
 if TYPE_CHECKING:
     import redis
 
-APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
-#: wait for another apt/dpkg (a parallel install) instead of failing on the lock
-APT_LOCK = ["-o", "DPkg::Lock::Timeout=300"]
 LOG_ROTATE_BYTES = 50 * 2**20
 INSTALL_HINT = (
     "install Redis (Debian/Ubuntu as root: apt-get install -y redis-server) so that redis-server is "
@@ -54,21 +49,8 @@ class RedisService(Service):
         return shutil.which("redis-server") is not None
 
     def install(self) -> None:
-        """``apt-get install redis-server`` (needs root); ``apt-get update`` once if apt does not know it."""
-        if self.is_installed():
-            return
-        apt = shutil.which("apt-get")
-        if apt is None:
-            raise InfraError(f"'redis-server' is not installed and there is no apt-get: {INSTALL_HINT}")
-        if os.geteuid() != 0:
-            raise InfraError(f"'redis-server' is not installed and apt-get needs root: {INSTALL_HINT}")
-        env = {**os.environ, **APT_ENV}
-        cmd = [apt, *APT_LOCK, "install", "-y", "--no-install-recommends", "redis-server"]
-        res = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if res.returncode != 0:  # usually a fresh machine with no (or a stale) package list
-            run_checked([apt, *APT_LOCK, "update"], "apt-get update (for redis-server)", env=env)
-            run_checked(cmd, "apt-get install redis-server", env=env)
-        require_tool("redis-server", INSTALL_HINT)
+        """Debian's ``redis-server`` package (``infra/apt.py``)."""
+        apt_install("redis-server", "redis-server", INSTALL_HINT)
 
     def command(self) -> list[str | Path]:
         r = self.settings.redis

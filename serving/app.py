@@ -12,11 +12,12 @@ from fastapi.openapi.utils import get_openapi
 
 from lambdarec.settings import Settings, get_settings
 from schemas import events as ev
+from serving import limit_blas_threads
 from serving.deps import lifespan, require_write_key
 from serving.publisher import AsyncEventPublisher
 from serving.recommend import Services
+from serving.routes import dashboard, experiments, health, items, popular, recommendations, users
 from serving.routes import events as events_routes
-from serving.routes import health, items, popular, recommendations, users
 
 
 def create_app(
@@ -30,6 +31,7 @@ def create_app(
     of ``settings`` become the process-wide limits of :mod:`schemas.events` (one API process
     serves one configuration)."""
     settings = settings or get_settings()
+    limit_blas_threads()
     ev.configure(settings.events)
     app = FastAPI(
         title="lambdarec",
@@ -49,6 +51,8 @@ def create_app(
     app.include_router(popular.router)
     app.include_router(users.router)
     app.include_router(health.router)
+    app.include_router(experiments.router)
+    app.include_router(dashboard.router)
     _document_event_schema(app, settings)
     return app
 

@@ -8,6 +8,11 @@ per worker, others await its future) plus a short Redis lock (``SET NX PX``) acr
 and hosts; a follower that does not get the lock waits up to ``cache_wait_ms`` for the leader's
 list, then computes itself (a slow leader must not stall everybody).
 
+Why one Lua script for a hit (:meth:`RecCache.lookup`): the version and the list are two
+dependent GETs, i.e. two round trips through redis-py per cached answer; the script reads the
+version and the list under it in one. (It builds the list key inside Redis, so in Redis Cluster
+both keys would need a common hash tag; lambdarec runs one Redis.)
+
 Why a breaker: when Redis is down every call would wait its socket timeout; after one failure
 the cache is bypassed for ``_BREAK_SEC`` and lists are served uncached.
 """
@@ -23,7 +28,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from lambdarec.settings import Settings
-from schemas.cache_keys import list_key, version_key
+from schemas.cache_keys import LIST_PREFIX, list_key, version_key
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,19 @@ _BREAK_SEC = 2.0
 LOCK_PREFIX = "rec:lock:"
 #: seconds a degraded list stays cached: sheds load while a store is slow, recovers quickly
 DEGRADED_TTL = 30
+
+#: KEYS[1] = version key; ARGV = the list key around its version -> {version or '0', list or nil}
+_LOOKUP = """
+local v = redis.call('GET', KEYS[1]) or '0'
+return {v, redis.call('GET', ARGV[1] .. v .. ARGV[2])}
+"""
+
+
+def list_key_parts(user_id: str, variant: str, digest: str) -> tuple[str, str]:
+    """``list_key`` split around the version (what :data:`_LOOKUP` joins back together)."""
+    key = list_key(user_id, 0, variant, digest)
+    head = len(LIST_PREFIX) + len(user_id) + 1
+    return key[:head], key[head + 1 :]
 
 
 class RecCache:
@@ -50,6 +68,7 @@ class RecCache:
         self.wait_ms = cfg.cache_wait_ms
         self._broken_until = 0.0
         self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._lookup = self.client.register_script(_LOOKUP)
 
     @property
     def available(self) -> bool:
@@ -76,6 +95,16 @@ class RecCache:
             return 0 if self.available else None
         return int(raw)
 
+    async def lookup(self, user_id: str, variant: str, digest: str) -> tuple[int | None, bytes | None]:
+        """``(version, cached list)`` in one round trip; ``(None, None)`` when Redis is unavailable."""
+        if not self.available:
+            return None, None
+        head, tail = list_key_parts(user_id, variant, digest)
+        res = await self._call(self._lookup(keys=[version_key(user_id)], args=[head, tail]))
+        if res is None:
+            return None, None
+        return int(res[0]), res[1]
+
     async def get(self, key: str) -> bytes | None:
         if not self.available:
             return None
@@ -86,14 +115,15 @@ class RecCache:
             await self._call(self.client.set(key, value, ex=ttl or self.ttl))
 
     async def get_or_compute(
-        self, key: str, compute: Callable[[], Awaitable[tuple[bytes, bool]]]
+        self, key: str, compute: Callable[[], Awaitable[tuple[bytes, bool]]], *, known_miss: bool = False
     ) -> tuple[bytes, bool]:
         """``(value, cache_hit)``. ``compute`` returns ``(value, complete)``: a degraded
         answer is cached for ``DEGRADED_TTL`` only (it sheds load under overload; an hour would
-        hide the recovery)."""
-        cached = await self.get(key)
-        if cached is not None:
-            return cached, True
+        hide the recovery). ``known_miss``: the caller just looked (:meth:`lookup`), skip the GET."""
+        if not known_miss:
+            cached = await self.get(key)
+            if cached is not None:
+                return cached, True
         fut = self._inflight.get(key)
         if fut is not None:  # same worker, same key: share the leader's result
             value, _ = await asyncio.shield(fut)
@@ -126,9 +156,11 @@ class RecCache:
                     if cached is not None:
                         return cached, True
         value, complete = await compute()
-        await self.put(key, value, None if complete else DEGRADED_TTL)
-        if self.available:
-            await self._call(self.client.delete(lock))
+        if self.available:  # store the list and drop the lock in one round trip
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(key, value, ex=self.ttl if complete else DEGRADED_TTL)
+            pipe.delete(lock)
+            await self._call(pipe.execute())
         return value, complete
 
     @staticmethod

@@ -88,6 +88,25 @@ async def user_context(conn: AsyncConnection, user_id: str) -> UserContext:
     """Profile, consent, seen and disliked items of ``user_id`` (one round trip)."""
     row = await (await conn.execute(_USER_SQL, {"u": user_id}, binary=True)).fetchone()
     assert row is not None
+    return _context(user_id, row)
+
+
+async def user_context_and_batch(
+    conn: AsyncConnection, user_id: str
+) -> tuple[UserContext, list[Candidate], str | None]:
+    """:func:`user_context` and :func:`batch_candidates` in one round trip (pipeline mode): the
+    two lookups are independent, and under load every extra round trip is another trip through
+    the event loop's queue."""
+    async with conn.pipeline():
+        cur_user = await conn.execute(_USER_SQL, {"u": user_id}, binary=True)
+        cur_batch = await conn.execute(_BATCH_SQL, (user_id,))
+    row = await cur_user.fetchone()
+    assert row is not None
+    batch, version = _batch(await cur_batch.fetchone())
+    return _context(user_id, row), batch, version
+
+
+def _context(user_id: str, row: Any) -> UserContext:
     exists, consent, als, als_ver, pref, fav, div, nov, seen, disliked = row
     return UserContext(
         user_id=user_id,
@@ -180,15 +199,18 @@ async def similar_items(conn: AsyncConnection, item_id: str, n: int) -> tuple[bo
     return True, [(r[0], float(r[1])) for r in rows]
 
 
+_BATCH_SQL = (
+    "SELECT recommendations, model_version FROM current_batch_recommendations "
+    "WHERE user_id = %s AND (expires_at IS NULL OR expires_at > now())"
+)
+
+
 async def batch_candidates(conn: AsyncConnection, user_id: str) -> tuple[list[Candidate], str | None]:
     """The user's precomputed list from the active batch run, and its model version."""
-    row = await (
-        await conn.execute(
-            "SELECT recommendations, model_version FROM current_batch_recommendations "
-            "WHERE user_id = %s AND (expires_at IS NULL OR expires_at > now())",
-            (user_id,),
-        )
-    ).fetchone()
+    return _batch(await (await conn.execute(_BATCH_SQL, (user_id,))).fetchone())
+
+
+def _batch(row: Any) -> tuple[list[Candidate], str | None]:
     if row is None:
         return [], None
     out = []
@@ -272,11 +294,34 @@ async def item_meta(conn: AsyncConnection, item_ids: list[str]) -> dict[str, Ite
             "SELECT i.item_id, i.title, i.release_year, i.popularity_score, "
             "coalesce((SELECT array_agg(g.slug) FROM item_genres ig "
             "JOIN genres g ON g.genre_id = ig.genre_id WHERE ig.item_id = i.item_id), '{}') "
-            "FROM items i WHERE i.item_id = ANY(%s)",
+            "FROM items i WHERE i.item_id = ANY(%b)",
             (item_ids,),
         )
     ).fetchall()
     return {r[0]: ItemMeta(r[0], r[1], r[2], float(r[3] or 0.0), list(r[4])) for r in rows}
+
+
+async def item_meta_and_vectors(
+    conn: AsyncConnection, item_ids: list[str], vector_ids: list[str]
+) -> tuple[dict[str, ItemMeta], dict[str, np.ndarray]]:
+    """:func:`item_meta` of ``item_ids`` and the embeddings of ``vector_ids`` (a subset: MMR only
+    needs the head of the list) in one round trip."""
+    if not item_ids:
+        return {}, {}
+    rows = await (
+        await conn.execute(
+            "SELECT i.item_id, i.title, i.release_year, i.popularity_score, "
+            "coalesce((SELECT array_agg(g.slug) FROM item_genres ig "
+            "JOIN genres g ON g.genre_id = ig.genre_id WHERE ig.item_id = i.item_id), '{}'), "
+            "CASE WHEN i.item_id = ANY(%b) THEN i.embedding END "
+            # %b: a text-format array runs a quoting regex per id (~0.3 ms per list)
+            "FROM items i WHERE i.item_id = ANY(%b)",
+            (vector_ids, item_ids),
+            binary=True,
+        )
+    ).fetchall()
+    meta = {r[0]: ItemMeta(r[0], r[1], r[2], float(r[3] or 0.0), list(r[4])) for r in rows}
+    return meta, {r[0]: v for r in rows if (v := _vec(r[5])) is not None}
 
 
 async def item_vectors(conn: AsyncConnection, item_ids: list[str]) -> dict[str, np.ndarray]:
@@ -285,7 +330,7 @@ async def item_vectors(conn: AsyncConnection, item_ids: list[str]) -> dict[str, 
         return {}
     rows = await (
         await conn.execute(
-            "SELECT item_id, embedding FROM items WHERE item_id = ANY(%s) AND embedding IS NOT NULL",
+            "SELECT item_id, embedding FROM items WHERE item_id = ANY(%b) AND embedding IS NOT NULL",
             (item_ids,),
             binary=True,  # a text vector costs ~0.5 ms to parse; binary is a memcpy
         )

@@ -22,7 +22,9 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from lambdarec.settings import Settings
+from serving import settle_gc
 from serving.cache import RecCache
+from serving.experiments.running import RunningExperiments
 from serving.models import ModelStore
 from serving.publisher import AsyncEventPublisher
 from serving.recommend import Services
@@ -32,15 +34,17 @@ from serving.serve_log import ServeLog
 log = logging.getLogger(__name__)
 
 
-def get_app_settings(request: Request) -> Settings:
+# async on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop
+# (and GIL hand-off) per dependency per request that cost more than a cached answer itself
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_publisher(request: Request) -> AsyncEventPublisher:
+async def get_publisher(request: Request) -> AsyncEventPublisher:
     return request.app.state.publisher
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
@@ -88,7 +92,7 @@ async def read_rate_limit(request: Request) -> None:
         return
     ip = request.client.host if request.client else "unknown"
     limit = settings.serving.anonymous_rate_limit_per_minute
-    ok, reset = await store.allow(f"ip{ip}", limit)
+    ok, reset = store.allow_batched(f"ip{ip}", limit)  # no Redis round trip per read
     if not ok:
         raise HTTPException(
             429, f"rate limit of {limit} requests/minute exceeded", headers={"Retry-After": str(reset)}
@@ -131,6 +135,8 @@ def build_services(settings: Settings) -> Services:
     cache = RecCache(settings)
     svc = Services(settings=settings, pool=pool, cache=cache, models=ModelStore(settings))
     svc.serve_log = ServeLog(settings, pool)
+    svc.experiments = RunningExperiments(pool)
+    svc.variant_config = svc.experiments.config
     return svc
 
 
@@ -161,14 +167,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc.models.start_watching()
         if svc.serve_log is not None:
             svc.serve_log.start()
+        if svc.experiments is not None:
+            svc.experiments.start()
     app.state.keystore = KeyStore(svc.pool, svc.cache, settings.serving.rate_limit_per_minute)
+    settle_gc()  # start-up heap out of the collector's sight (p99: serving/__init__.py)
     try:
         yield
     finally:
+        await app.state.keystore.close()
         for t in tasks:
             t.cancel()
         if owned_svc:
             await svc.models.stop()
+            if svc.experiments is not None:
+                await svc.experiments.stop()
             if svc.serve_log is not None:
                 await svc.serve_log.close()
             await svc.cache.close()

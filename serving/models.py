@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 
 import msgspec
 import numpy as np
@@ -41,6 +43,12 @@ class ItemFactors:
             version, ids, np.ascontiguousarray(factors, dtype=np.float32), {i: n for n, i in enumerate(ids)}
         )
 
+    @cached_property
+    def unit_factors(self) -> np.ndarray:
+        """Rows scaled to unit length (ALS item-item cosine); computed once per model."""
+        norms = np.linalg.norm(self.factors, axis=1, keepdims=True)
+        return self.factors / np.maximum(norms, 1e-9)
+
     def vector(self, item_id: str) -> np.ndarray | None:
         row = self.index.get(item_id)
         return None if row is None else self.factors[row]
@@ -64,6 +72,7 @@ class ModelStore:
             log.exception("cannot load model %s from %s; keeping the current one", version, snapshot_uri)
             return False
         self.current = ItemFactors.build(version, ids, factors)
+        gc.freeze()  # the 60k-id object array is long-lived: keep full collections from walking it
         log.info("serving item factors: model %s (%d items)", version, len(ids))
         return True
 

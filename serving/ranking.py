@@ -131,12 +131,13 @@ def mmr(
     n = len(items)
     dim = next((len(v) for v in vectors.values()), 0)
     mat = np.zeros((n, max(dim, 1)), dtype=np.float64)
-    for i, s in enumerate(items):
-        v = vectors.get(s.item_id)
-        if v is not None and len(v) == dim:
-            norm = float(np.linalg.norm(v))
-            if norm > 0:
-                mat[i] = np.asarray(v, dtype=np.float64) / norm
+    rows = [(i, v) for i, s in enumerate(items) if (v := vectors.get(s.item_id)) is not None]
+    rows = [(i, v) for i, v in rows if len(v) == dim]
+    if rows:  # one normalisation for the whole block (a norm per item cost ~5 us each)
+        idx = [i for i, _ in rows]
+        block = np.asarray([v for _, v in rows], dtype=np.float64)
+        norms = np.linalg.norm(block, axis=1, keepdims=True)
+        mat[idx] = np.divide(block, norms, out=np.zeros_like(block), where=norms > 0)
     sims = mat @ mat.T
     max_sim = np.full(n, -np.inf)
     chosen: list[int] = []

@@ -13,12 +13,13 @@ nothing at all is available does the caller answer 503 (:class:`NothingToServe`)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import orjson
@@ -30,8 +31,11 @@ from serving import candidates as cands
 from serving.cache import RecCache
 from serving.explain import explain
 from serving.models import ModelStore
-from serving.ranking import Candidate, Scored, apply_novelty, blend, mmr, top_by_dot
+from serving.ranking import Candidate, Scored, apply_novelty, blend, mmr, normalize, top_by_dot
 from serving.serve_log import ServeLog
+
+if TYPE_CHECKING:
+    from serving.experiments.running import RunningExperiments
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,10 +60,50 @@ class Services:
     #: variant name -> its config (blend_weights, diversity, novelty); the experiments issue
     #: plugs its assignment in here. None: variants only namespace the cache and the logs.
     variant_config: Callable[[str], Mapping[str, Any] | None] | None = None
+    #: the running A/B experiment (serving/experiments/running.py): assigns users to variants
+    experiments: RunningExperiments | None = None
 
 
 async def _boxed(aw: Awaitable[T], timeout_ms: float) -> T:
-    return await asyncio.wait_for(aw, timeout_ms / 1000)
+    """``aw`` within ``timeout_ms``, else TimeoutError *at once*.
+
+    Not ``asyncio.wait_for``: it waits for the cancelled work to finish, and psycopg answers a
+    cancellation by asking the server to cancel and then waiting for the query to end (up to
+    5 + 5 s) - a slow Postgres would hold the request for exactly as long as the time box was
+    meant to save. The abandoned work is cancelled in the background; its connection goes back
+    to the pool, which discards it if it is still busy."""
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait({task}, timeout=timeout_ms / 1000)
+    if not done:
+        task.cancel()
+        task.add_done_callback(_consume)
+        raise TimeoutError(f"over its {timeout_ms:.0f} ms time box")
+    return task.result()
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: an abandoned source's error is expected, not news
+
+
+_returning: set[asyncio.Task[None]] = set()
+
+
+@contextlib.asynccontextmanager
+async def _connection(pool: AsyncConnectionPool, timeout: float) -> AsyncIterator[Any]:
+    """``pool.connection()``, except that after a failure (e.g. an abandoned time box) the
+    connection goes back in the background: returning it waits for the abandoned query's
+    cancellation, which on a slow Postgres is the very wait the time box avoids."""
+    conn = await pool.getconn(timeout=timeout)
+    try:
+        yield conn
+    except BaseException:
+        task = asyncio.get_running_loop().create_task(pool.putconn(conn))
+        _returning.add(task)
+        task.add_done_callback(_returning.discard)
+        task.add_done_callback(_consume)
+        raise
+    await pool.putconn(conn)
 
 
 @dataclass
@@ -70,18 +114,40 @@ class RecRequest:
     exclude_seen: bool = True
     variant: str | None = None
     variant_config: Mapping[str, Any] | None = None
+    #: set when the variant was assigned by the running experiment (an exposure, logged)
+    experiment_id: int | None = None
+
+
+_DIGESTS: dict[tuple[Any, ...], str] = {}
+
+
+def cache_parts(req: RecRequest) -> tuple[str, str]:
+    """``(variant namespace, filter digest)`` of the request's cache key (digests memoised: a
+    canonical JSON dump and a sha256 per cached answer add up)."""
+    f = req.filters
+    memo = (f.genre, f.year_from, f.year_to, req.k, req.exclude_seen)
+    digest = _DIGESTS.get(memo)
+    if digest is None:
+        digest = filter_digest({**f.as_dict(), "k": req.k, "exclude_seen": req.exclude_seen})
+        if len(_DIGESTS) >= 4096:  # client-chosen combinations: bound the memory
+            _DIGESTS.clear()
+        _DIGESTS[memo] = digest
+    # an assigned variant is namespaced by its experiment: "control" of two experiments differs
+    variant = f"x{req.experiment_id}.{req.variant}" if req.experiment_id else req.variant or "default"
+    return variant, digest
 
 
 def cache_key(req: RecRequest, version: int) -> str:
-    digest = filter_digest({**req.filters.as_dict(), "k": req.k, "exclude_seen": req.exclude_seen})
-    return RecCache.key(req.user_id, version, req.variant or "default", digest)
+    return RecCache.key(req.user_id, version, *cache_parts(req))
 
 
 async def recommend(svc: Services, req: RecRequest) -> dict[str, Any]:
     """A served list: cached per (user, cache version, variant, filters); fresh rec_id per serve."""
     t0 = time.perf_counter()
-    version = await svc.cache.version(req.user_id)
-    if version is None:  # Redis down: uncached
+    version, cached = await svc.cache.lookup(req.user_id, *cache_parts(req))  # one round trip
+    if cached is not None:
+        body, hit = cached, True
+    elif version is None:  # Redis down: uncached
         payload, _ = await compute(svc, req)
         body, hit = orjson.dumps(payload), False
     else:
@@ -90,11 +156,12 @@ async def recommend(svc: Services, req: RecRequest) -> dict[str, Any]:
             p, c = await compute(svc, req)
             return orjson.dumps(p), c
 
-        body, hit = await svc.cache.get_or_compute(cache_key(req, version), _compute)
+        body, hit = await svc.cache.get_or_compute(cache_key(req, version), _compute, known_miss=True)
     answer: dict[str, Any] = orjson.loads(body)
     answer["rec_id"] = str(uuid.uuid4())
     answer["user_id"] = req.user_id
     answer["variant"] = req.variant
+    answer["experiment_id"] = req.experiment_id
     answer["cache_hit"] = hit
     answer["computation_time_ms"] = round((time.perf_counter() - t0) * 1000, 3)
     if svc.serve_log is not None:
@@ -121,9 +188,11 @@ async def compute(svc: Services, req: RecRequest) -> tuple[dict[str, Any], bool]
         return max(1.0, min(cfg.source_timeout_ms, (deadline - time.perf_counter()) * 1000))
 
     try:
-        async with svc.pool.connection(timeout=cfg.request_budget_ms / 2000) as conn:
-            try:
-                ctx = await _boxed(cands.user_context(conn, req.user_id), left_ms())
+        async with _connection(svc.pool, cfg.request_budget_ms / 2000) as conn:
+            try:  # profile and batch view in one round trip
+                ctx, batch, batch_version = await _boxed(
+                    cands.user_context_and_batch(conn, req.user_id), left_ms()
+                )
             except Exception as exc:
                 raise _Degrade(exc) from exc
             personal = ctx.consent
@@ -143,24 +212,24 @@ async def compute(svc: Services, req: RecRequest) -> tuple[dict[str, Any], bool]
                     for c in ann:
                         c.anchor = ctx.recent[0] if ctx.recent else None
                     by_source["realtime"] = by_source.get("realtime", []) + ann
-                try:
-                    batch, batch_version = await _boxed(cands.batch_candidates(conn, req.user_id), left_ms())
-                except Exception as exc:
-                    raise _Degrade(exc) from exc
                 if batch:
                     by_source["batch"] = batch
                     model_version = model_version or batch_version
             genres = await _boxed(svc.popular.genres(conn), left_ms())
             if personal and not by_source and ctx.favorite_genres:
-                cold_start = True
                 fav = [g for g in ctx.favorite_genres if g in genres][:3]
                 pops: list[Candidate] = []
                 for g in fav:
                     f = cands.ItemFilters(g, req.filters.year_from, req.filters.year_to)
                     if req.filters.genre and req.filters.genre != g:
                         continue
-                    for c in await _boxed(svc.popular.popular(conn, n, f), left_ms()):
-                        pops.append(Candidate(c.item_id, c.score, "popular", genre=genres.get(g, g)))
+                    got = await _boxed(svc.popular.popular(conn, n, f), left_ms())
+                    # each list on its own scale (popularity_metrics sums, or the items'
+                    # popularity_score when the genre had no traffic): min-max per genre into
+                    # [1, 2], so genres interleave and every one outranks the trending filler
+                    for c, s in zip(got, normalize([c.score for c in got]), strict=True):
+                        pops.append(Candidate(c.item_id, 1.0 + s, "popular", genre=genres.get(g, g)))
+                cold_start = bool(pops)
                 by_source["popular"] = pops
             pop = await _boxed(svc.popular.popular(conn, n, req.filters), left_ms())
             if len(svc.last_popular) >= 2048:
@@ -168,25 +237,38 @@ async def compute(svc: Services, req: RecRequest) -> tuple[dict[str, Any], bool]
             svc.last_popular[_fkey(req.filters)] = pop
             by_source.setdefault("popular", [])
             genre_name = genres.get(req.filters.genre or "", None)
-            by_source["popular"] += [Candidate(c.item_id, c.score, "popular", genre=genre_name) for c in pop]
+            # cold start: trending only fills in after the favourite genres (scores in [0, 0.5])
+            pop_scores = [0.5 * s for s in normalize([c.score for c in pop])] if cold_start else None
+            by_source["popular"] += [
+                Candidate(c.item_id, pop_scores[i] if pop_scores else c.score, "popular", genre=genre_name)
+                for i, c in enumerate(pop)
+            ]
             banned = set(ctx.disliked) | (ctx.seen if req.exclude_seen else set())
             blended = [s for s in blend(by_source, _weights(weights, by_source)) if s.item_id not in banned]
             pool_ids = [s.item_id for s in blended[: cfg.mmr_pool * 3]]
             anchors = {s.anchor for s in blended[: cfg.mmr_pool * 3] if s.anchor}
-            meta = await _boxed(cands.item_meta(conn, pool_ids + sorted(anchors - set(pool_ids))), left_ms())
+            diversity = float(vc.get("diversity", ctx.diversity if personal else 0.0))
+            # MMR's embeddings come with the metadata (one round trip) for the head of the list,
+            # which is what MMR re-ranks unless filters or unknown items drop some of it
+            want_vectors = pool_ids[: cfg.mmr_pool] if diversity > 0 else []
+            meta, vectors = await _boxed(
+                cands.item_meta_and_vectors(conn, pool_ids + sorted(anchors - set(pool_ids)), want_vectors),
+                left_ms(),
+            )
             ranked = [s for s in blended if s.item_id in meta and req.filters.accepts(meta[s.item_id])]
             ranked = ranked[: cfg.mmr_pool]
             novelty_pref = float(vc.get("novelty", ctx.novelty if personal else 0.0))
             ranked = apply_novelty(
                 ranked, {i: m.popularity for i, m in meta.items()}, novelty_pref, cfg.novelty_max_boost
             )
-            diversity = float(vc.get("diversity", ctx.diversity if personal else 0.0))
             if diversity > 0 and len(ranked) > req.k:
-                try:
-                    vectors = await _boxed(cands.item_vectors(conn, [s.item_id for s in ranked]), left_ms())
-                except Exception:
-                    degraded = True
-                    vectors = _factor_vectors(svc, ranked)
+                missing = [s.item_id for s in ranked if s.item_id not in set(want_vectors)]
+                if missing:
+                    try:
+                        vectors.update(await _boxed(cands.item_vectors(conn, missing), left_ms()))
+                    except Exception:
+                        degraded = True
+                        vectors.update(_factor_vectors(svc, ranked))
                 ranked = mmr(ranked, vectors, req.k, diversity)
             items = ranked[: req.k]
     except _Degrade as d:
@@ -225,10 +307,13 @@ def _anchor_by_factors(cands_: list[Candidate], recent: list[str], factors: Any)
     ids = [r for r, _ in vecs]
     mat = np.stack([v for _, v in vecs])
     mat = mat / np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-9)
-    for c in cands_:
-        v = factors.vector(c.item_id)
-        if v is not None:
-            c.anchor = ids[int(np.argmax(mat @ v))]
+    known = [(c, row) for c in cands_ if (row := factors.index.get(c.item_id)) is not None]
+    if not known:
+        return
+    # one (candidates x recent) product instead of a mat-vec per candidate
+    best = (factors.factors[[row for _, row in known]] @ mat.T).argmax(axis=1)
+    for (c, _), b in zip(known, best, strict=True):
+        c.anchor = ids[int(b)]
 
 
 def _factor_vectors(svc: Services, items: list[Scored]) -> dict[str, np.ndarray]:
@@ -289,7 +374,7 @@ async def _fallback(svc: Services, req: RecRequest, ctx: cands.UserContext) -> d
     pop: list[Candidate] | None = None
     meta: dict[str, cands.ItemMeta] = {}
     try:
-        async with svc.pool.connection(timeout=cfg.source_timeout_ms / 1000) as conn:
+        async with _connection(svc.pool, cfg.source_timeout_ms / 1000) as conn:
             pop = await _boxed(
                 svc.popular.popular(conn, cfg.candidates_per_source, req.filters), cfg.source_timeout_ms
             )

@@ -76,3 +76,24 @@ def spark(settings: Settings, spark_jars: Settings):  # type: ignore[no-untyped-
     from infra.spark import get_spark
 
     return get_spark(settings)
+
+
+@pytest.fixture(scope="session")
+def scratch_postgres(postgres: Settings) -> Iterator[Settings]:
+    """A throwaway, fully migrated database on the managed server (dropped at the end), for tests
+    whose state would disturb others sharing the main database (e.g. a running experiment changes
+    what every API process serves)."""
+    from infra.postgres import scratch_database
+    from schemas.migrate import migrate
+
+    with scratch_database(postgres, prefix="lambdarec_exp") as s:
+        migrate(s)
+        yield s
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Path of headless Chromium, installed from Debian's package when missing (infra/chromium.py)."""
+    from infra.chromium import ensure_chromium
+
+    return ensure_chromium()

@@ -18,6 +18,7 @@ from lambdarec.cli import (
     dlq,
     evaluate,
     events,
+    experiments,
     infra,
     lake,
     serve,
@@ -48,6 +49,7 @@ app.command("scheduler")(batch.scheduler)
 app.command("evaluate")(evaluate.evaluate)
 app.command("serve")(serve.serve)
 app.add_typer(serve.apikey_app, name="apikey")
+app.add_typer(experiments.app, name="experiments")
 
 
 def main() -> None:

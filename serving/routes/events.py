@@ -187,6 +187,8 @@ def split_body(body: bytes, max_batch: int) -> tuple[list[bytes], bool]:
         items = _batch_decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise HTTPException(400, f"malformed JSON body: {exc}") from None
+    except RecursionError:  # "[[[[..." deeper than the decoder's stack
+        raise HTTPException(400, "malformed JSON body: nested too deeply") from None
     if not items:
         raise HTTPException(400, "the batch is empty")
     if len(items) > max_batch:
@@ -200,7 +202,7 @@ def _event_id_hint(raw: bytes) -> str | None:
     """The event_id of an invalid event when it can still be read (failure path only)."""
     try:
         value = _loose_decoder.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     eid = value.get("event_id") if isinstance(value, dict) else None
     return eid if isinstance(eid, str) else None

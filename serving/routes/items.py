@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Literal
 
 import numpy as np
@@ -12,6 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from serving import candidates as cands
 from serving.deps import ServicesDep, read_rate_limit
 from serving.ranking import top_by_dot
+from serving.recommend import _boxed, _connection
 from serving.routes.common import ID_PATTERN, MAX_ID
 from serving.routes.schemas_api import SimilarItems, error, json_response
 
@@ -51,7 +51,7 @@ async def similar(
     timeout = svc.settings.serving.request_budget_ms / 1000
     version = None
     try:
-        async with svc.pool.connection(timeout=timeout) as conn:
+        async with _connection(svc.pool, timeout) as conn:
             if method == "als":
                 f = svc.models.current
                 if f is None:
@@ -59,15 +59,16 @@ async def similar(
                 v = f.vector(item_id)
                 if v is None:
                     raise HTTPException(404, f"item {item_id!r} is not in ALS model {f.version}")
-                norm = np.linalg.norm(f.factors, axis=1) * max(float(np.linalg.norm(v)), 1e-9)
-                scored = top_by_dot(v, f.item_ids, f.factors / np.maximum(norm, 1e-9)[:, None], k, {item_id})
+                # cosine = dot with the unit rows (normalised once per model, not per request)
+                unit = v / max(float(np.linalg.norm(v)), 1e-9)
+                scored = top_by_dot(unit, f.item_ids, f.unit_factors, k, {item_id})
                 pairs = [(c.item_id, c.score) for c in scored]
                 version = f.version
             else:
-                exists, pairs = await asyncio.wait_for(cands.similar_items(conn, item_id, k), timeout)
+                exists, pairs = await _boxed(cands.similar_items(conn, item_id, k), timeout * 1000)
                 if not exists:
                     raise HTTPException(404, f"no item {item_id!r}")
-            meta = await asyncio.wait_for(cands.item_meta(conn, [p[0] for p in pairs]), timeout)
+            meta = await _boxed(cands.item_meta(conn, [p[0] for p in pairs]), timeout * 1000)
     except HTTPException:
         raise
     except Exception as exc:

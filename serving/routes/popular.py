@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import orjson
@@ -12,6 +11,7 @@ from schemas.cache_keys import filter_digest
 from serving import candidates as cands
 from serving.deps import ServicesDep, read_rate_limit
 from serving.explain import explain
+from serving.recommend import _boxed, _connection
 from serving.routes.common import resolve_genre
 from serving.routes.schemas_api import PopularItems, error, json_response
 
@@ -56,10 +56,14 @@ async def popular(
     degraded = False
     meta: dict[str, cands.ItemMeta] = {}
     try:
-        async with svc.pool.connection(timeout=timeout) as conn:
-            pop = await asyncio.wait_for(svc.popular.popular(conn, k, filters, window), timeout)
-            genres = await asyncio.wait_for(svc.popular.genres(conn), timeout)
-            meta = await asyncio.wait_for(cands.item_meta(conn, [c.item_id for c in pop]), timeout)
+        async with _connection(svc.pool, timeout) as conn:  # time boxes that do not wait (recommend.py)
+            pop = await _boxed(svc.popular.popular(conn, k, filters, window), timeout * 1000)
+            genres = await _boxed(svc.popular.genres(conn), timeout * 1000)
+            meta = await _boxed(cands.item_meta(conn, [c.item_id for c in pop]), timeout * 1000)
+        # remembered for a Postgres outage (a longer list of the same filter, e.g. a list's, stays)
+        key = filter_digest(filters.as_dict())
+        if len(pop) > len(svc.last_popular.get(key, ())) and len(svc.last_popular) < 2048:
+            svc.last_popular[key] = pop
     except Exception:
         stale = svc.last_popular.get(filter_digest(filters.as_dict()))
         if not stale:

@@ -50,7 +50,14 @@ async def get_recommendations(
         raise HTTPException(422, f"k={k} exceeds serving.max_k={svc.settings.serving.max_k}")
     slug = await resolve_genre(svc, genre)
     config = svc.variant_config(variant) if (variant and svc.variant_config) else None
-    req = RecRequest(user_id, k, ItemFilters(slug, year_from, year_to), exclude_seen, variant, config)
+    experiment_id = None
+    if variant is None and svc.experiments is not None:  # the running A/B test assigns (in memory)
+        assigned = svc.experiments.assign(user_id)
+        if assigned is not None:
+            experiment_id, variant, config = assigned.experiment_id, assigned.variant, assigned.config
+    req = RecRequest(
+        user_id, k, ItemFilters(slug, year_from, year_to), exclude_seen, variant, config, experiment_id
+    )
     try:
         answer = await recommend(svc, req)
     except NothingToServe as exc:

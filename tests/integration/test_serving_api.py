@@ -75,6 +75,7 @@ class World:
             c.execute("DELETE FROM rt_user_interactions WHERE user_id = %s", (u,))
             c.execute("DELETE FROM recommendation_logs WHERE user_id = %s", (u,))
             c.execute("DELETE FROM user_profiles WHERE user_id = %s", (u,))
+        c.execute("DELETE FROM popularity_metrics WHERE item_id LIKE %s", (self.p + "%",))
         c.execute("DELETE FROM items WHERE item_id LIKE %s", (self.p + "%",))
         c.execute("DELETE FROM genres WHERE slug = %s", (self.genre,))
         c.execute("DELETE FROM api_keys WHERE name LIKE %s", (self.p + "%",))
@@ -181,11 +182,27 @@ async def test_without_consent_the_list_is_not_personalised(client: httpx.AsyncC
 
 
 async def test_cold_start_uses_favourite_genres(client: httpx.AsyncClient, world: World) -> None:
+    """Favourite-genre items come first even when the global trending list is on another scale:
+    an item outside the genre with a huge ``popularity_metrics`` count today (what a loaded demo
+    catalog looks like) must not push them out; it only fills in after them."""
+    hot = f"{world.p}hot"
+    world.conn.execute("INSERT INTO items (item_id, title, popularity_score) VALUES (%s, 'Hot', 0)", (hot,))
+    world.conn.execute(
+        "INSERT INTO popularity_metrics (item_id, date, view_count, play_count, popularity_score) "
+        "VALUES (%s, current_date, 100000, 50000, 1e9)",
+        (hot,),
+    )
+    svc: Services = client.app.state.services  # type: ignore[attr-defined]
+    svc.popular._lists.clear()  # another test of this process may have cached the trending list
     user = world.user(favorite_genres=Jsonb([world.genre]))
-    r = (await client.get(f"/v1/users/{user}/recommendations?k=3")).json()
+    r = (await client.get(f"/v1/users/{user}/recommendations?k=3&exclude_seen=false")).json()
     assert r["algorithm_source"] == "cold_start"
-    assert {i["item_id"] for i in r["items"]} <= {f"{world.p}i{n}" for n in range(10)}
-    assert "favourite genres" in r["items"][0]["explanation"]
+    assert [i["item_id"] for i in r["items"]] == [f"{world.p}i9", f"{world.p}i8", f"{world.p}i7"]
+    assert all("favourite genres" in i["explanation"] for i in r["items"])
+    # a list longer than the genre: the genre's 10 items first, then trending fills in
+    r = (await client.get(f"/v1/users/{user}/recommendations?k=12&exclude_seen=false")).json()
+    ids = [i["item_id"] for i in r["items"]]
+    assert set(ids[:10]) == {f"{world.p}i{n}" for n in range(10)} and hot in ids[10:]
 
 
 async def test_similar_items_and_popular(client: httpx.AsyncClient, world: World) -> None:
@@ -198,6 +215,32 @@ async def test_similar_items_and_popular(client: httpx.AsyncClient, world: World
     ready = await client.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert "lambdarec_http_request_seconds" in (await client.get("/metrics")).text
+
+
+async def test_similar_items_by_als_factors_are_cosine_neighbours(postgres: Settings, world: World) -> None:
+    from serving.models import ItemFactors
+
+    ids = [f"{world.p}i{n}" for n in range(4)]
+    # i1 points the same way as i0 but is 10x longer: the cosine neighbour; i2 is longer still
+    # but off-axis, so a raw dot product would pick it
+    factors = np.array([[1.0, 0.0], [10.0, 0.5], [30.0, 40.0], [-1.0, 0.0]], dtype=np.float32)
+    svc = build_services(postgres)  # injected: no registry load or watcher replaces this model
+    svc.serve_log = None
+    svc.models.current = ItemFactors.build("t-als", np.array(ids, dtype=object), factors)
+    app = create_app(postgres, services=svc)
+    await svc.pool.open()
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+        ):
+            r = (await c.get(f"/v1/items/{ids[0]}/similar?k=3&method=als")).json()
+    finally:
+        await svc.pool.close()
+        await svc.cache.close()
+    assert r["model_version"] == "t-als" and [i["item_id"] for i in r["items"]] == [ids[1], ids[2], ids[3]]
+    assert r["items"][0]["score"] == pytest.approx(10 / np.hypot(10, 0.5), abs=1e-5)
+    assert r["items"][0]["title"] == "Title 1"
 
 
 async def test_served_lists_are_logged(client: httpx.AsyncClient, world: World) -> None:

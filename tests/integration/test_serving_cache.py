@@ -45,6 +45,12 @@ async def test_concurrent_misses_compute_once_and_versions_invalidate(redis_serv
         dkey = cache.key(user, v1, "other", "-")
         await cache.get_or_compute(dkey, degraded)
         assert 0 < await cache.client.ttl(dkey) <= DEGRADED_TTL
+
+        # the one-round-trip lookup (Lua) sees the same version and list as the two GETs
+        assert await cache.lookup(user, "default", "-") == (1, b"list-2")
+        await cache.client.incr(version_key(user))
+        assert await cache.lookup(user, "default", "-") == (2, None)
+        assert await cache.lookup(f"{user}-new", "default", "-") == (0, None)
     finally:
         await cache.client.delete(
             version_key(user), *[k async for k in cache.client.scan_iter(f"rec:list:{user}:*")]
