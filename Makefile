@@ -10,7 +10,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap demo test lint up down status clean
+.PHONY: bootstrap demo test bench lint up down status clean
 
 bootstrap: $(VENV)/.installed
 
@@ -28,6 +28,9 @@ demo: bootstrap
 
 test: bootstrap
 	@bash infra/run-tests.sh $(PYTEST_ARGS)
+
+bench: bootstrap
+	$(BIN)/python -m benchmarks.run_all $(BENCH_ARGS)
 
 lint: bootstrap
 	$(BIN)/ruff check .

@@ -11,6 +11,7 @@ cross-field ones and the future-timestamp check. Run::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import time
@@ -149,6 +150,7 @@ def main() -> None:
     for name, rate in results.items():
         table.add_row(name, f"{rate:,.0f}", f"{1e6 / rate:.2f}", f"{rate / ref:.1f}x")
     Console().print(table)
+    print("BENCH_RESULT " + json.dumps({"bench": "event_codec", "events_per_s": results}), flush=True)
 
 
 if __name__ == "__main__":

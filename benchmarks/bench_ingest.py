@@ -118,7 +118,9 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> 
     raise TimeoutError("uvicorn did not start")
 
 
-async def _drive(url: str, bodies: list[bytes], concurrency: int) -> tuple[int, float, list[int]]:
+async def _drive(
+    url: str, bodies: list[bytes], concurrency: int, key: str = ""
+) -> tuple[int, float, list[int]]:
     """POST every body with ``concurrency`` requests in flight; (events accepted, seconds, statuses)."""
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for b in bodies:
@@ -133,7 +135,7 @@ async def _drive(url: str, bodies: list[bytes], concurrency: int) -> tuple[int, 
             while not queue.empty():
                 body = queue.get_nowait()
                 r = await client.post(
-                    "/v1/events", content=body, headers={"content-type": "application/json"}
+                    "/v1/events", content=body, headers={"content-type": "application/json", "x-api-key": key}
                 )
                 statuses.append(r.status_code)
                 if r.status_code == 202:
@@ -154,17 +156,39 @@ def bench_http(
         cmd = [sys.executable, "-m", "uvicorn", "serving.app:create_app", "--factory"]
         cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
         proc = subprocess.Popen(cmd, env=env)
+        key_name, key = _api_key(settings)  # the write endpoint needs a key (serving.require_api_keys)
         try:
             url = f"http://127.0.0.1:{port}"
             _wait_http(url, proc)
             bodies = [orjson.dumps(events[i : i + batch]) for i in range(0, len(events), batch)]
-            asyncio.run(_drive(url, bodies[:4], concurrency))  # warm-up (connections, producer)
-            accepted, elapsed, statuses = asyncio.run(_drive(url, bodies, concurrency))
+            asyncio.run(_drive(url, bodies[:4], concurrency, key))  # warm-up (connections, producer)
+            accepted, elapsed, statuses = asyncio.run(_drive(url, bodies, concurrency, key))
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+            _drop_api_key(settings, key_name)
     bad = [s for s in statuses if s != 202]
     return {"rate": accepted / elapsed, "accepted": accepted, "errors": len(bad)}
+
+
+def _api_key(settings: Settings) -> tuple[str, str]:
+    """A write key without a practical rate limit, as a producing service would have."""
+    from schemas.migrate import connect
+    from serving.security import create_key_sync
+
+    name = f"bench-ingest-{uuid.uuid4().hex[:8]}"
+    with connect(settings) as conn:
+        key = create_key_sync(conn, name, ["write"], 10**9)
+        conn.commit()
+    return name, key
+
+
+def _drop_api_key(settings: Settings, name: str) -> None:
+    from schemas.migrate import connect
+
+    with connect(settings) as conn:
+        conn.execute("DELETE FROM api_keys WHERE name = %s", (name,))
+        conn.commit()
 
 
 def _free_port() -> int:
@@ -215,6 +239,9 @@ def main() -> None:
         str(args.batch), str(args.concurrency), f"{h['accepted']:,}", str(h["errors"]), f"{h['rate']:,.0f}"
     )
     console.print(http)
+    best = {f"{mode}/{codec}": max(r["rate"] for r in rs) for (mode, codec), rs in runs.items()}
+    result = {"bench": "ingest", "sdk_best_events_per_s": best, "http_events_per_s": h["rate"]}
+    print("BENCH_RESULT " + json.dumps({**result, "http_errors": h["errors"]}), flush=True)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -334,10 +335,12 @@ def main() -> None:
     results = Table(title="lake benchmarks (MinIO on loopback, this machine)")
     results.add_column("what")
     results.add_column("figure", justify="right")
+    figures: dict[str, object] = {"bench": "lake"}
     try:
         if not args.skip_archive:
             console.print(f"[bold]archive[/] {args.events:,} events -> s3://{bucket}/{prefix}/archive")
             a = bench_archive(base, args.events, f"s3://{bucket}/{prefix}/archive")
+            figures["archive_records_per_s"] = a["rate"]
             results.add_row(
                 f"archive {a['records']:,} records ({a['batches']} batches)",
                 f"{a['rate']:,.0f} records/s ({a['seconds']:.1f}s)",
@@ -357,6 +360,7 @@ def main() -> None:
                 f"{(args.impressions * 1.1) / gen:,.0f} rows/s ({gen:.1f}s)",
             )
             q = bench_query(s, args.spark)
+            figures["query_s"] = q
             for engine, secs in q.items():
                 results.add_row(f"daily CTR by algorithm, {engine} (best of runs)", f"{secs:.2f}s")
     finally:
@@ -367,6 +371,7 @@ def main() -> None:
                 if keys:
                     client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
     console.print(results)
+    print("BENCH_RESULT " + json.dumps(figures, default=str), flush=True)
 
 
 if __name__ == "__main__":

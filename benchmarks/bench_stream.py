@@ -28,6 +28,7 @@ before any processing.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import tempfile
 import threading
@@ -183,6 +184,7 @@ def main() -> None:
         total = stages.pop("total", 0.0) or 1.0
         print("  batch time: " + ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in sorted(stages.items())))
         print(f"  load now {psutil.getloadavg()[0]:.1f}")
+        print("BENCH_RESULT " + json.dumps({"bench": "stream", **r}), flush=True)
 
 
 if __name__ == "__main__":

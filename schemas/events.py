@@ -316,7 +316,8 @@ def decode(raw: bytes | bytearray | str) -> InteractionEvent:
     The only way in for JSON: every rule, including the size limit and the id character check,
     is applied here (a bare ``msgspec.json.Decoder(InteractionEvent)`` skips those two).
     """
-    size = len(raw)
+    # the limit is on UTF-8 bytes (what Kafka stores); str.isascii() is O(1), so ASCII text pays nothing
+    size = len(raw) if not isinstance(raw, str) or raw.isascii() else len(raw.encode())
     max_bytes = (_limits or limits()).max_event_bytes
     if size > max_bytes:
         raise EventValidationError(
@@ -326,6 +327,10 @@ def decode(raw: bytes | bytearray | str) -> InteractionEvent:
         event = _decoder.decode(raw)
     except msgspec.MsgspecError as exc:
         raise _as_error(exc) from None
+    except RecursionError:  # e.g. 3,000 nested [ in an unknown field: a few KB, still an error
+        raise EventValidationError(
+            None, "malformed JSON: nested too deeply", ErrorKind.MALFORMED_JSON
+        ) from None
     if isinstance(raw, str):
         if "\\" in raw or "\x7f" in raw:
             _check_ids(event)
