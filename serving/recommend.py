@@ -121,9 +121,13 @@ class RecRequest:
 _DIGESTS: dict[tuple[Any, ...], str] = {}
 
 
-def cache_parts(req: RecRequest) -> tuple[str, str]:
+def cache_parts(req: RecRequest, model_version: str | None = None) -> tuple[str, str]:
     """``(variant namespace, filter digest)`` of the request's cache key (digests memoised: a
-    canonical JSON dump and a sha256 per cached answer add up)."""
+    canonical JSON dump and a sha256 per cached answer add up).
+
+    The namespace carries the production model version the API holds: a promotion makes every
+    list cached under the old model unreachable at once (they age out by LRU/TTL), instead of
+    serving the old model's lists for up to ``cache_ttl_sec`` to users without new events."""
     f = req.filters
     memo = (f.genre, f.year_from, f.year_to, req.k, req.exclude_seen)
     digest = _DIGESTS.get(memo)
@@ -134,17 +138,21 @@ def cache_parts(req: RecRequest) -> tuple[str, str]:
         _DIGESTS[memo] = digest
     # an assigned variant is namespaced by its experiment: "control" of two experiments differs
     variant = f"x{req.experiment_id}.{req.variant}" if req.experiment_id else req.variant or "default"
+    if model_version:
+        variant = f"{variant}@{model_version}"
     return variant, digest
 
 
-def cache_key(req: RecRequest, version: int) -> str:
-    return RecCache.key(req.user_id, version, *cache_parts(req))
+def cache_key(req: RecRequest, version: int, model_version: str | None = None) -> str:
+    return RecCache.key(req.user_id, version, *cache_parts(req, model_version))
 
 
 async def recommend(svc: Services, req: RecRequest) -> dict[str, Any]:
     """A served list: cached per (user, cache version, variant, filters); fresh rec_id per serve."""
     t0 = time.perf_counter()
-    version, cached = await svc.cache.lookup(req.user_id, *cache_parts(req))  # one round trip
+    model = svc.models.current
+    model_version = model.version if model is not None else None
+    version, cached = await svc.cache.lookup(req.user_id, *cache_parts(req, model_version))  # 1 round trip
     if cached is not None:
         body, hit = cached, True
     elif version is None:  # Redis down: uncached
@@ -156,7 +164,9 @@ async def recommend(svc: Services, req: RecRequest) -> dict[str, Any]:
             p, c = await compute(svc, req)
             return orjson.dumps(p), c
 
-        body, hit = await svc.cache.get_or_compute(cache_key(req, version), _compute, known_miss=True)
+        body, hit = await svc.cache.get_or_compute(
+            cache_key(req, version, model_version), _compute, known_miss=True
+        )
     answer: dict[str, Any] = orjson.loads(body)
     answer["rec_id"] = str(uuid.uuid4())
     answer["user_id"] = req.user_id

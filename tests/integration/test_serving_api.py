@@ -301,3 +301,33 @@ async def test_postgres_down_degrades_then_503(postgres: Settings, world: World)
 def test_now_is_utc() -> None:  # keeps datetime import honest for the seeding helpers
     assert datetime.now(UTC).tzinfo is UTC
     assert asyncio.iscoroutinefunction(test_redis_down_serves_uncached)
+
+
+async def test_a_promotion_makes_cached_lists_unreachable(postgres: Settings, world: World) -> None:
+    """Lists cached under one production model are not served once the API holds another."""
+    from serving.models import ItemFactors
+
+    ids = np.array([f"{world.p}i{n}" for n in range(4)], dtype=object)
+    rng = np.random.default_rng(5)
+    svc = build_services(postgres)  # injected: no registry load or watcher replaces the models
+    svc.serve_log = None
+    svc.models.current = ItemFactors.build("t-v1", ids, rng.normal(size=(4, 3)).astype(np.float32))
+    app = create_app(postgres, services=svc)
+    user = world.user(preference_vector=world.emb[f"{world.p}i2"])
+    url = f"/v1/users/{user}/recommendations?k=3"
+    await svc.pool.open()
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+        ):
+            first = (await c.get(url)).json()
+            assert (await c.get(url)).json()["cache_hit"] is True
+            svc.models.current = ItemFactors.build("t-v2", ids, rng.normal(size=(4, 3)).astype(np.float32))
+            after = (await c.get(url)).json()
+            again = (await c.get(url)).json()
+    finally:
+        await svc.pool.close()
+        await svc.cache.close()
+    assert first["cache_hit"] is False
+    assert after["cache_hit"] is False and again["cache_hit"] is True
