@@ -208,10 +208,18 @@ async def compute(svc: Services, req: RecRequest) -> tuple[dict[str, Any], bool]
             personal = ctx.consent
             if personal:
                 factors = svc.models.current
-                if ctx.als_factors is not None and factors is not None:
+                # a fold-in vector lives in the latent space of the model it was solved against:
+                # against another model's item factors its dot products mean nothing. After a
+                # promotion, users the speed layer has not re-folded yet get the batch view (the new
+                # model's lists) and their taste vector instead, until their next event.
+                if (
+                    ctx.als_factors is not None
+                    and factors is not None
+                    and ctx.als_model_version in (None, factors.version)
+                ):
                     by_source["realtime"] = top_by_dot(ctx.als_factors, factors.item_ids, factors.factors, n)
                     _anchor_by_factors(by_source["realtime"], ctx.recent, factors)
-                    model_version = ctx.als_model_version or factors.version
+                    model_version = factors.version
                 if ctx.preference_vector is not None:
                     try:
                         ann = await _boxed(

@@ -331,3 +331,34 @@ async def test_a_promotion_makes_cached_lists_unreachable(postgres: Settings, wo
         await svc.cache.close()
     assert first["cache_hit"] is False
     assert after["cache_hit"] is False and again["cache_hit"] is True
+
+
+async def test_fold_in_vectors_of_another_model_are_not_scored(postgres: Settings, world: World) -> None:
+    """A user vector solved against model v1 means nothing against v2's item factors: until the
+    speed layer re-folds the user, the ALS realtime source is skipped (the batch view and the taste
+    vector serve them)."""
+    from serving.models import ItemFactors
+
+    ids = np.array([f"{world.p}i{n}" for n in range(4)], dtype=object)
+    factors = np.eye(4, 3, dtype=np.float32)
+    svc = build_services(postgres)
+    svc.serve_log = None
+    svc.models.current = ItemFactors.build("t-v2", ids, factors)
+    app = create_app(postgres, services=svc)
+    x = np.array([0.0, 0.0, 1.0], dtype=np.float32)  # points at item 2
+    same = world.user(als_factors=x, als_model_version="t-v2")
+    older = world.user(als_factors=x, als_model_version="t-v1")
+    await svc.pool.open()
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+        ):
+            a = (await c.get(f"/v1/users/{same}/recommendations?k=3")).json()
+            b = (await c.get(f"/v1/users/{older}/recommendations?k=3")).json()
+    finally:
+        await svc.pool.close()
+        await svc.cache.close()
+    assert a["items"][0]["item_id"] == ids[2] and a["items"][0]["source"] == "realtime"
+    assert a["model_version"] == "t-v2"
+    assert all(i["source"] != "realtime" for i in b["items"]), b
