@@ -487,3 +487,31 @@ def tune_ials(
         out.append({**p, f"val_ndcg@{k}": m[f"ndcg@{k}"], f"val_precision@{k}": m[f"precision@{k}"]})
     out.sort(key=lambda r: -r[f"val_ndcg@{k}"])
     return out
+
+
+def pipeline_pick(
+    train: pd.DataFrame,
+    settings: BatchSettings,
+    *,
+    k: int = 10,
+    seed: int = 42,
+    spark: object | None = None,
+) -> tuple[str, dict[str, dict[str, float]]]:
+    """Which family the daily pipeline would promote on this data: ALS and (catalog permitting)
+    EASE are fitted on a validation split carved out of ``train`` (stratified 75/25, ``seed + 1``)
+    and :func:`batch.gate.pick_winner` chooses, exactly as task 3 does on its time holdout.
+
+    Why on a validation split: choosing by test nDCG would report the maximum of two test scores,
+    an optimistic number; here the test set only scores the family chosen without it.
+    """
+    from batch.gate import pick_winner
+    from batch.models import build_model
+
+    fit, val = stratified_split(train, 0.75, seed=seed + 1)
+    split = _binary(make_eval_split(fit, val))
+    names = ["als"] + (
+        ["ease"] if settings.ease_candidate and split.train.shape[1] <= settings.ease_max_items else []
+    )
+    metrics = {name: evaluate_model(build_model(name, settings, spark), split, k) for name in names}
+    winner, _ = pick_winner(metrics, settings.model_copy(update={"eval_k": k}))
+    return winner, metrics

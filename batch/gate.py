@@ -110,3 +110,27 @@ def decide_with_settings(
         min_catalog_coverage=settings.gate_min_catalog_coverage,
         min_user_coverage=settings.gate_min_user_coverage,
     )
+
+
+def pick_winner(
+    candidates: Mapping[str, Mapping[str, float]], settings: BatchSettings
+) -> tuple[str, dict[str, GateDecision]]:
+    """The family whose lists the pipeline publishes: among the candidates evaluated on the same
+    holdout (e.g. ``{"als": ..., "ease": ...}``), the best ``ndcg@eval_k`` of those that pass the
+    absolute floors; if none passes, the best anyway (the gate then rejects it with its reasons).
+    Ties go to the first candidate (ALS, whose factors the snapshot carries anyway).
+
+    Why the same rules as the gate: a candidate that could never be promoted must not win the
+    family choice only to be rejected while a passing one was available.
+    """
+    if not candidates:
+        raise ValueError("no candidates to choose from")
+    decisions = {name: decide_with_settings(m, None, settings) for name, m in candidates.items()}
+    key = f"ndcg@{settings.eval_k}"
+
+    def rank(name: str) -> tuple[bool, float]:
+        v = _finite(candidates[name], key)
+        return decisions[name].passed, -math.inf if v is None else v
+
+    best = max(candidates, key=rank)  # max keeps the first of equals
+    return best, decisions

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pandas as pd
@@ -48,8 +47,8 @@ import scipy.sparse as sp
 
 from batch import registry
 from batch.evaluation import EvalSplit, evaluate_model, evaluate_recommendations, make_eval_split, rmse
-from batch.gate import decide_with_settings
-from batch.interactions import event_weights, explicit_matrix, implicit_matrix
+from batch.gate import decide_with_settings, pick_winner
+from batch.interactions import InteractionMatrix, event_weights, explicit_matrix, implicit_matrix
 from batch.quality import validate_events
 from batch.topk import topk_factors
 from lambdarec.settings import Settings
@@ -58,7 +57,6 @@ log = logging.getLogger(__name__)
 
 TASKS: tuple[str, ...] = ("active_users", "close_archive", "train", "gate", "publish")
 ALGORITHM = "als"
-EVENT_COLUMNS = ["event_id", "user_id", "item_id", "type", "occurred_at", "rating"]
 
 # exit codes of `lambdarec batch run`
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_BAD_DATA = 0, 1, 3, 4
@@ -233,17 +231,6 @@ def models_root(settings: Settings) -> str:
     return (settings.batch.models_uri or f"s3://{settings.s3.models_bucket}/models").rstrip("/")
 
 
-def jdbc_of(url: str) -> tuple[str, dict[str, str]]:
-    """``postgresql://u:p@h:port/db`` -> (``jdbc:postgresql://h:port/db``, {user, password, driver})."""
-    p = urlparse(url)
-    props = {
-        "user": unquote(p.username or ""),
-        "password": unquote(p.password or ""),
-        "driver": "org.postgresql.Driver",
-    }
-    return f"jdbc:postgresql://{p.hostname}:{p.port or 5432}{p.path}", props
-
-
 def _save_csr(path: Path, m: sp.csr_matrix, **arrays: np.ndarray) -> None:
     arrays = {"data": m.data, "indices": m.indices, "indptr": m.indptr, "shape": np.array(m.shape), **arrays}
     np.savez(path, **arrays)  # type: ignore[arg-type]
@@ -313,62 +300,6 @@ def task_close_archive(ctx: TaskContext) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ task 3: train
-def read_training_events(
-    settings: Settings, spark: Any, start: datetime | None, cutoff: datetime, recent_since: datetime | None
-) -> tuple[pd.DataFrame, dict[str, int]]:
-    """THE one reader of training data: silver Delta interactions in ``[start, cutoff)`` plus the rt
-    rows in ``[recent_since, cutoff)`` whose event_id the lake does not have yet (Spark + JDBC).
-
-    Returns pandas (``EVENT_COLUMNS``, ``occurred_at`` UTC) and row counts per source.
-    """
-    from pyspark.sql import functions as F
-
-    from batch.lake.storage import Lake
-    from schemas.lake import SILVER_INTERACTIONS
-
-    spark.conf.set("spark.sql.session.timeZone", "UTC")
-    spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
-    lake = Lake(settings)
-    cols = [F.col(c) for c in EVENT_COLUMNS]
-    frames = []
-    counts: dict[str, int] = {"lake": 0, "postgres": 0}
-    lake_df = None
-    if lake.open(SILVER_INTERACTIONS) is not None:
-        lake_df = spark.read.format("delta").load(lake.spark_path(SILVER_INTERACTIONS))
-        cond = F.col("occurred_at") < F.lit(cutoff)
-        if start is not None:
-            cond = (
-                cond & (F.col("occurred_at") >= F.lit(start)) & (F.col("event_date") >= F.lit(start.date()))
-            )
-        lake_df = lake_df.where(cond).select(*cols)
-        frames.append(lake_df)
-    if settings.batch.read_recent_from_postgres:
-        lo = recent_since or start
-        url, props = jdbc_of(settings.postgres.url)
-        where = f"occurred_at < '{cutoff.isoformat()}'" + (
-            f" AND occurred_at >= '{lo.isoformat()}'" if lo else ""
-        )
-        query = (
-            "(SELECT event_id::text AS event_id, user_id, item_id, event_type AS type, occurred_at, "
-            f"rating::double precision AS rating FROM rt_user_interactions WHERE {where}) AS rt"
-        )
-        rt = spark.read.jdbc(url, query, properties=props).select(*cols)
-        if lake_df is not None:
-            rt = rt.join(lake_df.select("event_id"), on="event_id", how="left_anti")
-        frames.append(rt)
-    if not frames:
-        return pd.DataFrame(columns=EVENT_COLUMNS), counts
-    pdfs = []
-    for name, f in zip(["lake", "postgres"] if lake_df is not None else ["postgres"], frames, strict=False):
-        pdf = f.toPandas()
-        counts[name] = len(pdf)
-        pdfs.append(pdf)
-    df = pd.concat(pdfs, ignore_index=True) if len(pdfs) > 1 else pdfs[0]
-    df["occurred_at"] = pd.to_datetime(df["occurred_at"], utc=True)
-    df["rating"] = pd.to_numeric(df["rating"], errors="coerce")
-    return df, counts
-
-
 def _catalog_items(ctx: TaskContext) -> set[str]:
     with ctx.connect() as conn:
         return {r[0] for r in conn.execute("SELECT item_id FROM items").fetchall()}
@@ -452,15 +383,38 @@ def _metrics(m: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in m.items()}
 
 
-def task_train(ctx: TaskContext) -> dict[str, Any]:
-    """Read, validate, split, fit, evaluate, refit, snapshot, register (see the module doc)."""
-    from batch.models import build_model
-    from batch.models.als import SparkALS
-    from infra.spark import get_spark
-    from schemas.model_snapshot import read_manifest, save_snapshot
+def pairs_matrix(users: pd.Series, items: pd.Series, values: np.ndarray, cap: float) -> InteractionMatrix:
+    """Aggregated pairs -> the implicit matrix (ids sorted, values capped at ``cap``), the same
+    layout as ``interactions.implicit_matrix`` builds from raw events."""
+    u_codes, u_ids = pd.factorize(users, sort=True)
+    i_codes, i_ids = pd.factorize(items, sort=True)
+    m = sp.csr_matrix(
+        (np.minimum(values, cap).astype(np.float32), (u_codes, i_codes)),
+        shape=(len(u_ids), len(i_ids)),
+        dtype=np.float32,
+    )
+    m.sum_duplicates()
+    m.sort_indices()
+    return InteractionMatrix(m, np.asarray(u_ids), np.asarray(i_ids))
 
-    s, b = ctx.settings, ctx.settings.batch
-    k = b.eval_k
+
+def split_from_pairs(pairs: pd.DataFrame, cap: float) -> EvalSplit:
+    """The holdout from aggregated pairs: train = confidence before the split point (> 0, capped),
+    test truth = pairs with a positive event in the holdout."""
+    tr = pairs[pairs["w_train"] > 0]
+    long = pd.DataFrame(
+        {"user_id": tr["user_id"], "item_id": tr["item_id"], "value": np.minimum(tr["w_train"], cap)}
+    )
+    pos = pairs.loc[pairs["test_pos"], ["user_id", "item_id"]]
+    return make_eval_split(long, pos, value_col="value")
+
+
+def task_train(ctx: TaskContext) -> dict[str, Any]:
+    """Read, validate, aggregate, split, fit both families, pick, refit ALS, snapshot, register."""
+    from batch import spark_events
+    from infra.spark import get_spark
+
+    s = ctx.settings
     start = ctx.window_start()
     mark = ctx.run.output("close_archive").get("archived_through")
     recent_since = datetime.fromisoformat(mark) if mark else None
@@ -468,25 +422,54 @@ def task_train(ctx: TaskContext) -> dict[str, Any]:
         recent_since = max(recent_since, start)
     spark = get_spark(s, "lambdarec-batch")
     t0 = time.perf_counter()
-    events, counts = read_training_events(s, spark, start, ctx.cutoff, recent_since)
-    read_s = time.perf_counter() - t0
+    local = spark_events.use_pandas(s)
+    events = spark_events.read_events(s, spark, start, ctx.cutoff, recent_since, cache=not local)
+    try:
+        return _train(ctx, spark, events, start, t0, local)
+    finally:
+        spark_events.release(events)
+
+
+def _train(
+    ctx: TaskContext, spark: Any, events: Any, start: datetime | None, t0: float, local: bool
+) -> dict[str, Any]:
+    from batch import spark_events
+    from batch.models import build_model
+    from batch.models.als import SparkALS
+    from schemas.model_snapshot import read_manifest, save_snapshot
+
+    s, b = ctx.settings, ctx.settings.batch
+    k = b.eval_k
+    secs: dict[str, float] = {}
+    since = ctx.cutoff - timedelta(hours=b.holdout_hours)
+    pdf: pd.DataFrame | None = None  # the raw events on the driver (front end "pandas")
+    if events is None:
+        stats = spark_events.WindowStats({"lake": 0, "postgres": 0}, None, 0)
+    elif local:
+        pdf = spark_events.collect(events)
+        stats = spark_events.window_stats_pandas(pdf, since)
+    else:
+        stats = spark_events.window_stats(events, since)
+    where = "pandas on the driver" if local else "Spark"
+    secs["read"] = time.perf_counter() - t0
+    counts = stats.counts
     window = (
         f"{start:%Y-%m-%d %H:%M} .. {ctx.cutoff:%Y-%m-%d %H:%M} UTC"
         if start
         else f"up to {ctx.cutoff:%Y-%m-%d %H:%M} UTC"
     )
     ctx.note(
-        f"read {len(events):,} events ({counts['lake']:,} lake + {counts['postgres']:,} Postgres)"
-        f" in {read_s:.1f}s"
+        f"read {stats.total:,} events ({counts['lake']:,} lake + {counts['postgres']:,} Postgres)"
+        f" in {secs['read']:.1f}s (into {where})"
     )
-    if events.empty:
+    if stats.total == 0 or stats.newest is None:
         raise NoDataError(
             f"no interaction events in {window} (lake {s.lake.root} and rt_user_interactions): nothing to "
             "train on. Check that the archiver runs (`lambdarec lake archive --once`) and the --cutoff"
         )
 
     # -- no new data since the production model?
-    newest = events["occurred_at"].max()
+    newest = stats.newest
     with ctx.connect() as conn:
         prod = registry.production_model(conn, ALGORITHM)
     through = prod.metrics.get("data_through") if prod is not None else None
@@ -496,94 +479,137 @@ def task_train(ctx: TaskContext) -> dict[str, Any]:
             "was trained on): nothing new to learn, production kept"
         )
 
-    # -- validation (great-expectations)
-    t0 = time.perf_counter()
+    # -- validation (great-expectations, on the Spark DataFrame or the collected frame)
+    t1 = time.perf_counter()
     report = validate_events(
-        events,
+        pdf if pdf is not None else events,
         catalog_items=_catalog_items(ctx),
         future_tolerance_sec=s.events.future_tolerance_sec,
         min_known_item_share=b.min_known_item_share,
+        n_rows_hint=stats.total,
     )
+    secs["validate"] = time.perf_counter() - t1
     (ctx.run.dir / "validation.json").write_text(json.dumps(_jsonable(report.as_dict()), indent=2))
     ctx.run.set_task(
-        "train", validation=_jsonable(report.as_dict()) | {"seconds": round(time.perf_counter() - t0, 2)}
+        "train", validation=_jsonable(report.as_dict()) | {"seconds": round(secs["validate"], 2)}
     )
     if not report.success:
         raise DataValidationError(report.text())
-    ctx.note(report.text())
+    ctx.note(report.text() + f" ({secs['validate']:.1f}s)")
 
-    # -- matrix and holdout
-    full = implicit_matrix(events, b, now=pd.Timestamp(ctx.cutoff))
+    # -- aggregate to user-item pairs; the matrix and the holdout from the pairs
+    t1 = time.perf_counter()
+    hold = (b.holdout_hours, b.holdout_min_events, b.eval_test_ratio)
+    if pdf is not None:
+        split_at, how = spark_events.split_point_pandas(pdf, stats, ctx.cutoff, *hold)
+        pairs = spark_events.aggregate_pairs_pandas(pdf, b, ctx.cutoff, split_at)
+        rated = spark_events.rated_events_pandas(pdf, split_at) if b.rmse_eval else None
+        del pdf
+    else:
+        split_at, how = spark_events.split_point(events, stats, ctx.cutoff, *hold)
+        pairs = spark_events.aggregate_pairs(events, b, ctx.cutoff, split_at)
+        rated = spark_events.rated_events(events, split_at) if b.rmse_eval else None
+    keep = pairs["w_all"] > 0
+    full = pairs_matrix(
+        pairs.loc[keep, "user_id"],
+        pairs.loc[keep, "item_id"],
+        pairs.loc[keep, "w_all"].to_numpy(),
+        b.max_confidence,
+    )
+    secs["aggregate"] = time.perf_counter() - t1
     n_users, n_items = full.shape
-    per_user = np.diff(full.matrix.indptr)
-    per_item = np.bincount(full.matrix.indices, minlength=n_items)
     if n_users < 2 or n_items < 2:
         raise NoDataError(
             f"the window has {n_users} user(s) and {n_items} item(s) with a positive signal:"
             " too little to train"
         )
+    per_user = np.diff(full.matrix.indptr)
+    per_item = np.bincount(full.matrix.indices, minlength=n_items)
     ctx.note(
-        f"matrix {n_users:,} users x {n_items:,} items, {full.matrix.nnz:,} pairs "
-        f"({int((per_user == 1).sum()):,} users and {int((per_item == 1).sum()):,} items with a single pair)"
+        f"{len(pairs):,} user-item pairs aggregated in {where} ({secs['aggregate']:.1f}s):"
+        f" matrix {n_users:,} users x {n_items:,} items, {full.matrix.nnz:,} pairs"
+        f" ({int((per_user == 1).sum()):,} users and"
+        f" {int((per_item == 1).sum()):,} items with a single pair)"
     )
-    train_ev, test_ev, how = holdout_split(
-        events, ctx.cutoff, b.holdout_hours, b.holdout_min_events, b.eval_test_ratio
-    )
-    if train_ev.empty:
+    if not (pairs["w_train"] > 0).any():
         raise NoDataError("the holdout would leave no training events: widen batch.train_window_days")
-    split = build_eval_split(train_ev, test_ev, ctx)
+    split = split_from_pairs(pairs, b.max_confidence)
+    del pairs
     ctx.note(f"holdout: {how}: {len(split.test_users):,} warm test users, {split.n_cold_test_users:,} cold")
 
-    # -- candidates on the holdout
-    t0 = time.perf_counter()
-    cand = build_model("als", b, spark)
-    metrics = _metrics(evaluate_model(cand, split, k, memory_mb=b.topk_memory_mb))
-    _check_factors("ALS (holdout fit)", cand.user_factors, cand.item_factors)  # type: ignore[attr-defined]
+    # -- both families on the same holdout; the better one makes the lists
+    t1 = time.perf_counter()
+    candidates: dict[str, dict[str, float]] = {}
+    als = build_model("als", b, spark)
+    candidates["als"] = _metrics(evaluate_model(als, split, k, memory_mb=b.topk_memory_mb))
+    _check_factors("ALS (holdout fit)", als.user_factors, als.item_factors)  # type: ignore[attr-defined]
+    secs["als_holdout"] = time.perf_counter() - t1
     ctx.note(
-        f"ALS candidate on holdout: nDCG@{k} {metrics[f'ndcg@{k}']:.4f},"
-        f" P@{k} {metrics[f'precision@{k}']:.4f}"
+        f"ALS on the holdout: nDCG@{k} {candidates['als'][f'ndcg@{k}']:.4f}"
+        f" ({secs['als_holdout']:.1f}s, rank {b.als.rank})"
     )
-    reference: dict[str, dict[str, float]] = {}
-    reference["popularity"] = _metrics(evaluate_model(build_model("popularity", b), split, k))
     if b.ease_candidate and split.train.shape[1] <= b.ease_max_items:
-        reference["ease"] = _metrics(
+        t1 = time.perf_counter()
+        candidates["ease"] = _metrics(
             evaluate_model(build_model("ease", b), split, k, memory_mb=b.topk_memory_mb)
         )
-        ctx.note(f"EASE reference on holdout: nDCG@{k} {reference['ease'][f'ndcg@{k}']:.4f}")
+        secs["ease_holdout"] = time.perf_counter() - t1
+        ctx.note(
+            f"EASE on the holdout: nDCG@{k} {candidates['ease'][f'ndcg@{k}']:.4f}"
+            f" ({secs['ease_holdout']:.1f}s)"
+        )
     elif b.ease_candidate:
-        ctx.note(f"EASE skipped: {split.train.shape[1]:,} items > batch.ease_max_items={b.ease_max_items:,}")
+        ctx.note(
+            f"EASE not a candidate: {split.train.shape[1]:,} items"
+            f" > batch.ease_max_items={b.ease_max_items:,}"
+        )
+    winner, decisions = pick_winner(candidates, b)
+    for name, d in decisions.items():
+        if not d.passed:  # e.g. EASE with a higher nDCG but a too narrow catalog coverage
+            ctx.note(f"{name.upper()} fails the gate's floors: {'; '.join(d.reasons)}")
+    metrics = dict(candidates[winner])
+    ctx.note(
+        f"lists will come from {winner.upper()} (best nDCG@{k} among the candidates that pass the floors)"
+    )
+    t1 = time.perf_counter()
+    reference = {"popularity": _metrics(evaluate_model(build_model("popularity", b), split, k))}
     # explicit RMSE (rate events only), when there are ratings on both sides of the holdout
-    rated_train = train_ev[train_ev["type"] == "rate"]
-    rated_test = test_ev[test_ev["type"] == "rate"]
-    if len(rated_train) >= b.holdout_min_events and len(rated_test) > 0:
-        ex = explicit_matrix(rated_train)
-        ex_model = build_model("als-explicit", b, spark).fit(ex.matrix)
-        u = ex.user_index().get_indexer(rated_test["user_id"])
-        i = ex.item_index().get_indexer(rated_test["item_id"])
-        ok = (u >= 0) & (i >= 0)
-        if ok.any():
-            pred = ex_model.predict(u[ok], i[ok])  # type: ignore[attr-defined]
-            metrics["rmse"] = rmse(rated_test["rating"].to_numpy(np.float64)[ok], pred)
-            metrics["rmse_n"] = float(ok.sum())
-    eval_s = time.perf_counter() - t0
+    if rated is not None:
+        rated_train, rated_test = rated
+        if len(rated_train) >= b.holdout_min_events and len(rated_test) > 0:
+            ex = explicit_matrix(rated_train)
+            ex_model = build_model("als-explicit", b, spark).fit(ex.matrix)
+            u = ex.user_index().get_indexer(rated_test["user_id"])
+            i = ex.item_index().get_indexer(rated_test["item_id"])
+            ok = (u >= 0) & (i >= 0)
+            if ok.any():
+                pred = ex_model.predict(u[ok], i[ok])  # type: ignore[attr-defined]
+                metrics["rmse"] = rmse(rated_test["rating"].to_numpy(np.float64)[ok], pred)
+                metrics["rmse_n"] = float(ok.sum())
+    secs["reference_rmse"] = time.perf_counter() - t1
+    secs["evaluate"] = secs["als_holdout"] + secs.get("ease_holdout", 0.0) + secs["reference_rmse"]
     _save_split(ctx.run.dir / "holdout.npz", split)
 
-    # -- the serving model: ALS refit on the whole window
-    t0 = time.perf_counter()
+    # -- ALS refit on the whole window: the snapshot's factors (the speed layer folds in against
+    # its item factors whichever family makes the lists; EASE has no factors)
+    t1 = time.perf_counter()
     model = SparkALS(spark, b.als.model_copy(update={"implicit_prefs": True})).fit(full.matrix)
-    fit_s = time.perf_counter() - t0
+    secs["fit_full"] = time.perf_counter() - t1
     _check_factors("ALS", model.user_factors, model.item_factors)
     _save_csr(ctx.run.dir / "train_matrix.npz", full.matrix)
     version = ctx.run.run_id
     uri = f"{models_root(s)}/{ALGORITHM}/{version}"
     all_metrics = {
         **metrics,
+        "list_model": winner,
+        "candidates": candidates,
         "data_through": newest.isoformat(),
-        "events": float(len(events)),
+        "events": float(stats.total),
         "users": float(n_users),
         "items": float(n_items),
         "reference": reference,
     }
+    list_params = {"list_model": winner, "ease_lambda": b.ease_lambda}
     snap = model.to_snapshot(
         version,
         _str_ids(full.user_ids),
@@ -593,8 +619,9 @@ def task_train(ctx: TaskContext) -> dict[str, Any]:
             "event_weights": b.event_weights,
             "rate_weight": b.rate_weight,
             "half_life_days": b.half_life_days,
+            **list_params,
         },
-        extra={"run_id": ctx.run.run_id, "cutoff": ctx.cutoff.isoformat(), "holdout": how},
+        extra={"run_id": ctx.run.run_id, "cutoff": ctx.cutoff.isoformat(), "holdout": how, **list_params},
     )
     try:
         save_snapshot(snap, uri, s3=s.s3)
@@ -603,17 +630,22 @@ def task_train(ctx: TaskContext) -> dict[str, Any]:
         ctx.note(f"snapshot {uri} already written by an earlier attempt: kept")
     with ctx.connect() as conn:
         row = registry.create_candidate(
-            conn, ALGORITHM, version, {**b.als.model_dump(), "window_days": b.train_window_days}
+            conn,
+            ALGORITHM,
+            version,
+            {**b.als.model_dump(), "window_days": b.train_window_days, **list_params},
         )
         row = registry.register(
             conn, row.model_id, snapshot_uri=uri, metrics=all_metrics, trained_at=datetime.now(UTC)
         )
-    ctx.note(f"registered {ALGORITHM} {version} (model_id {row.model_id}), snapshot {uri}")
+    ctx.note(f"registered {ALGORITHM} {version} (model_id {row.model_id}, lists by {winner}), snapshot {uri}")
     return {
         "model_id": row.model_id,
         "model_version": version,
         "snapshot_uri": uri,
-        "events": counts | {"total": len(events)},
+        "list_model": winner,
+        "ease_lambda": b.ease_lambda,
+        "events": counts | {"total": stats.total},
         "users": n_users,
         "items": n_items,
         "pairs": int(full.matrix.nnz),
@@ -621,8 +653,11 @@ def task_train(ctx: TaskContext) -> dict[str, Any]:
         "single_event_items": int((per_item == 1).sum()),
         "holdout": how,
         "metrics": metrics,
+        "candidates": candidates,
+        "candidate_checks": {n: d.as_dict() for n, d in decisions.items()},
         "reference": reference,
-        "seconds": {"read": read_s, "evaluate": eval_s, "fit_full": fit_s},
+        "seconds": secs,
+        "front_end": "pandas" if local else "spark",
     }
 
 
@@ -664,7 +699,31 @@ def task_gate(ctx: TaskContext) -> dict[str, Any]:
     notes: list[str] = []
     with ctx.connect() as conn:
         prod = registry.production_model(conn, ALGORITHM)
-    if prod is not None and prod.model_id != model_id:
+    prod_lists = "als"
+    if prod is not None:
+        prod_lists = str(prod.hyperparameters.get("list_model") or prod.metrics.get("list_model") or "als")
+    if prod is not None and prod.model_id != model_id and prod_lists == "ease":
+        # EASE is a closed form of the data and its lambda: production's EASE on this holdout is
+        # EASE(production's lambda) fitted on the holdout's training part, which on a daily
+        # schedule is exactly the data production was trained on.
+        lam = float(prod.hyperparameters.get("ease_lambda") or b.ease_lambda)
+        cached = trained.get("candidates", {}).get("ease")
+        if cached is not None and lam == float(trained.get("ease_lambda", b.ease_lambda)):
+            prod_metrics = dict(cached)
+        elif split.train.shape[1] <= b.ease_max_items:
+            from batch.models import EASE
+
+            prod_metrics = evaluate_model(EASE(lam=lam), split, b.eval_k, memory_mb=b.topk_memory_mb)
+        if prod_metrics is not None:
+            ctx.note(
+                f"production {prod.version} (EASE lists, lambda {lam:g}) on the same holdout:"
+                f" nDCG@{b.eval_k} {prod_metrics[f'ndcg@{b.eval_k}']:.4f}"
+            )
+        else:
+            msg = f"production {prod.version} has EASE lists but the catalog is now too large for EASE"
+            ctx.note(msg + ": gating on absolute thresholds only")
+            notes.append(msg)
+    elif prod is not None and prod.model_id != model_id:
         try:
             snap = load_snapshot(prod.snapshot_uri or "", s3=s.s3)
             prod_metrics = evaluate_factors(
@@ -698,7 +757,10 @@ def task_gate(ctx: TaskContext) -> dict[str, Any]:
         "passed": decision.passed,
         "reasons": decision.reasons,
         "checks": decision.checks,
-        "production": {"model_id": prod.model_id, "version": prod.version} if prod else None,
+        "production": (
+            {"model_id": prod.model_id, "version": prod.version, "list_model": prod_lists} if prod else None
+        ),
+        "list_model": trained.get("list_model", "als"),
         "production_metrics": prod_metrics,
         "notes": notes,
     }
@@ -729,14 +791,29 @@ def task_publish(ctx: TaskContext) -> dict[str, Any]:
     if seen.shape != (len(snap.user_ids), len(snap.item_ids)):
         raise PipelineError(f"snapshot {uri} does not match this run's training matrix: re-run from task 3")
     t0 = time.perf_counter()
-    idx, scores = topk_factors(
-        snap.user_factors,
-        snap.item_factors,
-        b.top_n,
-        exclude=seen,
-        memory_mb=b.topk_memory_mb,
-        n_threads=min(2, os.cpu_count() or 1),
-    )
+    list_model = str(trained.get("list_model", "als"))
+    threads = min(2, os.cpu_count() or 1)
+    if list_model == "ease":
+        # EASE has no factors for a snapshot: its B matrix is recomputed from this run's training
+        # matrix (deterministic closed form, seconds to a minute at <= ease_max_items), so a resumed
+        # task 5 needs nothing but the run directory.
+        from batch.models import EASE
+
+        ease = EASE(lam=float(trained.get("ease_lambda", b.ease_lambda)), max_items=b.ease_max_items).fit(
+            seen
+        )
+        fit_s = time.perf_counter() - t0
+        idx, scores = ease.recommend(None, b.top_n, memory_mb=b.topk_memory_mb, n_threads=threads)
+        ctx.note(f"EASE lists: refit on the whole window in {fit_s:.1f}s")
+    else:
+        idx, scores = topk_factors(
+            snap.user_factors,
+            snap.item_factors,
+            b.top_n,
+            exclude=seen,
+            memory_mb=b.topk_memory_mb,
+            n_threads=threads,
+        )
     topk_s = time.perf_counter() - t0
     expires_at = datetime.now(UTC) + timedelta(hours=b.recommendations_ttl_hours)
     t0 = time.perf_counter()
@@ -795,7 +872,7 @@ def task_publish(ctx: TaskContext) -> dict[str, Any]:
     )
     ctx.note(
         f"published {users:,} users' top-{b.top_n} (batch run {run_id});"
-        f" {ALGORITHM} {version} is in production"
+        f" {ALGORITHM} {version} is in production (lists by {list_model})"
     )
     return {
         "batch_run_id": run_id,
@@ -806,6 +883,7 @@ def task_publish(ctx: TaskContext) -> dict[str, Any]:
         "active_user_coverage": covered,
         "expires_at": expires_at.isoformat(),
         "announced_at": promoted_at.isoformat(),
+        "list_model": list_model,
         "seconds": {"topk": topk_s, "write": write_s},
     }
 

@@ -15,11 +15,12 @@ set — never on the test set — with the numpy solver, and the winner is re-tr
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import pandas as pd
 
-from batch.evaluation import offline_evaluation, split_frame, tune_ials
+from batch.evaluation import offline_evaluation, pipeline_pick, split_frame, tune_ials
 from batch.interactions import ml100k_path, read_interaction_file
 from benchmarks.synthetic_movielens import movielens_like
 from lambdarec.cli.evaluate import REFERENCE_ML100K, TUNE_GRID
@@ -74,11 +75,19 @@ def run(name: str, df: pd.DataFrame, batch: BatchSettings, spark: object | None)
     ):
         r["model"] = f"{r['model']} {label}"
         rows.append(r)
+    if spark is not None:  # the family the batch pipeline would promote, chosen on validation
+        winner, val = pipeline_pick(train, batch, k=10, spark=spark)
+        print(
+            "pipeline choice (validation):", {n: round(m["ndcg@10"], 4) for n, m in val.items()}, "->", winner
+        )
+        chosen = next(r for r in rows if str(r["model"]).split(" ")[0] == winner)
+        rows.append({**chosen, "model": f"**PROMOTED by the pipeline ({winner})**"})
     if name.startswith("ml-100k"):
         rows += REFERENCE_ML100K
     print()
     print(markdown(rows))
     print(f"\n({time.perf_counter() - t0:.0f} s)")
+    print("BENCH_RESULT " + json.dumps({"bench": "offline_eval", "dataset": name, "rows": rows}, default=str))
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ Spark; ours includes everything up to numpy arrays.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 import time
@@ -147,6 +148,16 @@ def main() -> None:
         scaled = dt / n * args.users
         speed = f"{base / scaled:.1f}x" if base else "-"
         print(f"| {name} | {n:,} | {dt:.1f} | {scaled:.1f} | {n / dt:,.0f} | {speed} |")
+    best = min(dt / n * args.users for name, n, dt in rows if not name.startswith("Spark"))
+    result = {
+        "bench": "topk",
+        "users": args.users,
+        "items": args.items,
+        "k": args.k,
+        "seconds": {name: dt / n * args.users for name, n, dt in rows},
+        "speedup_vs_spark": base / best if base else None,
+    }
+    print("BENCH_RESULT " + json.dumps(result), flush=True)
     if check:
         print()
         print(check)

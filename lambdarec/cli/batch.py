@@ -120,6 +120,7 @@ def status(
     for t in pipeline.TASKS:
         table.add_column(t)
     table.add_column("nDCG@k")
+    table.add_column("lists")  # the family that won task 3 (ALS or EASE)
     icon = {"done": "[green]✔[/]", "failed": "[red]✘[/]", "skipped": "↷", "running": "…", "pending": "·"}
     for r in runs:
         cells = []
@@ -129,7 +130,8 @@ def status(
             cells.append(icon.get(task["status"], task["status"]) + (f" {secs:.0f}s" if secs else ""))
         m = r.output("train").get("metrics", {})
         ndcg = m.get(f"ndcg@{settings.batch.eval_k}")
-        table.add_row(r.run_id, r.status, *cells, f"{ndcg:.4f}" if ndcg is not None else "")
+        lists = str(r.output("train").get("list_model", ""))
+        table.add_row(r.run_id, r.status, *cells, f"{ndcg:.4f}" if ndcg is not None else "", lists)
     if runs:
         console.print(table)
     else:
@@ -149,7 +151,8 @@ def status(
                 "SELECT run_id, model_version, user_count, expires_at FROM batch_recommendation_runs "
                 "WHERE status = 'active'"
             ).fetchone()
-        console.print(f"production {pipeline.ALGORITHM}: {prod.version if prod else '-'}")
+        lists = f" (lists by {prod.hyperparameters.get('list_model', 'als')})" if prod else ""
+        console.print(f"production {pipeline.ALGORITHM}: {prod.version if prod else '-'}{lists}")
         if active:
             console.print(
                 f"batch view: run {active[0]} ({active[1]}, {active[2]} users, expires {active[3]})"

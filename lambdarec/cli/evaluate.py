@@ -115,9 +115,14 @@ def evaluate(
         False, help="grid-search implicit ALS (rank, regParam, alpha) on a validation split"
     ),
     json_out: Path | None = typer.Option(None, "--json", help="also write the rows as JSON here"),
+    pick: bool = typer.Option(
+        True,
+        help="with als among the models: also show the family the batch pipeline would promote"
+        " (ALS vs EASE, chosen on a validation split of train)",
+    ),
 ) -> None:
     """Offline evaluation of the batch models on an interaction file (protocol: docs/evaluation.md)."""
-    from batch.evaluation import SPLITS, offline_evaluation, split_frame, tune_ials
+    from batch.evaluation import SPLITS, offline_evaluation, pipeline_pick, split_frame, tune_ials
     from batch.interactions import read_interaction_file
     from batch.models import MODEL_NAMES
 
@@ -147,8 +152,23 @@ def evaluate(
                 )
             }
         )
+    pick = pick and "als" in names  # the choice is between the pipeline's families: ALS is one of them
     spark = spark_session(settings) if any(n.startswith("als") for n in names) else None
     rows = offline_evaluation(df, names, batch, k=k, split=split, ratio=ratio, seed=seed, spark=spark)
+    if pick:
+        train, _ = split_frame(df, split, ratio=ratio, seed=seed)
+        winner, val = pipeline_pick(train, batch, k=k, seed=seed, spark=spark)
+        console.print(
+            "pipeline choice on a validation split of train: "
+            + ", ".join(f"{n} nDCG@{k} {m[f'ndcg@{k}']:.4f}" for n, m in val.items())
+            + f" -> the pipeline would promote [bold]{winner}[/bold]"
+        )
+        chosen = next((r for r in rows if r["model"] == winner), None)
+        if chosen is None:  # --model did not include it: score it on the test split now
+            chosen = offline_evaluation(
+                df, [winner], batch, k=k, split=split, ratio=ratio, seed=seed, spark=spark
+            )[0]
+        rows.append({**chosen, "model": f"PROMOTED by the pipeline ({winner})"})
     als = batch.als
     console.print(
         f"ALS: rank={als.rank} maxIter={als.max_iter} regParam={als.reg_param} alpha={als.alpha}; "

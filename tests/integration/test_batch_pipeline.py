@@ -81,6 +81,13 @@ def test_full_run_promotes_publishes_and_announces(world: Settings) -> None:
     updates = read_updates(world, world.kafka.topic("model-updates"))
     assert [u.model_version for u in updates] == [version]
     assert run.task("train")["validation"]["success"] is True
+    assert run.output("train")["front_end"] == "pandas"  # auto on a local master
+    trained = run.output("train")
+    assert set(trained["candidates"]) == {"als", "ease"}  # both families on the same holdout
+    best = max(trained["candidates"], key=lambda m: trained["candidates"][m]["ndcg@10"])
+    assert trained["list_model"] == best == run.output("publish")["list_model"]
+    assert trained["metrics"]["ndcg@10"] == trained["candidates"][best]["ndcg@10"]
+    assert snap.params["list_model"] == best and snap.item_factors.shape[1] == world.batch.als.rank
 
 
 def test_rerunning_publish_only_reannounces(world: Settings) -> None:
@@ -101,7 +108,9 @@ def test_worse_candidate_keeps_production(world: Settings) -> None:
         update={
             "batch": world.batch.model_copy(
                 update={
-                    "als": world.batch.als.model_copy(update={"rank": 1, "max_iter": 1, "reg_param": 50.0})
+                    "als": world.batch.als.model_copy(update={"rank": 1, "max_iter": 1, "reg_param": 50.0}),
+                    "ease_candidate": False,  # EASE would rescue the run
+                    "front_end": "spark",  # the cluster path (validate + aggregate in Spark)
                 }
             )
         }
@@ -164,9 +173,29 @@ def test_missing_production_snapshot_is_reported(world: Settings) -> None:
     assert run.status == "succeeded" and _state(world)[0] == run.run_id
 
 
+def test_missing_candidate_snapshot_stops_publish_and_keeps_production(world: Settings) -> None:
+    from infra.s3 import s3_client
+
+    before = _state(world)
+    run = pipeline.list_runs(world)[-1]
+    uri = run.output("train")["snapshot_uri"]
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    s3_client(world).delete_object(Bucket=bucket, Key=f"{key}/manifest.json")
+    with pytest.raises(pipeline.PipelineError, match=r"missing or unreadable.*re-run from task 3"):
+        pipeline.run_tasks(world, run, from_task=5)
+    assert _state(world) == before
+
+
+def test_window_without_events_is_a_clear_error(world: Settings) -> None:
+    before = _state(world)  # the lake exists but holds nothing before T0
+    with pytest.raises(pipeline.NoDataError, match="no interaction events"):
+        pipeline.run_pipeline(world, cutoff=T0 - timedelta(days=1))
+    assert _state(world) == before
+
+
 def test_validation_stops_bad_data_with_a_report(world: Settings, tmp_path: Path) -> None:
     before = _state(world)
-    s = batch_settings(world, tmp_path, world.kafka.topic_prefix)
+    s = batch_settings(world, tmp_path, world.kafka.topic_prefix, front_end="spark")  # GX on Spark
     now = datetime.now(UTC)
     good = silver_table(now - timedelta(days=3), 2, 500, seed=4)
     bad = silver_table(now + timedelta(hours=6), 0.1, 60, seed=5, rating_override=7.0)  # future + rating 7

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from batch.gate import decide, decide_with_settings
+from batch.gate import decide, decide_with_settings, pick_winner
 from lambdarec.settings import BatchSettings
 
 KW = {
@@ -51,3 +51,21 @@ def test_settings_thresholds_are_used() -> None:
     s = BatchSettings(gate_min_ndcg=0.5)
     assert not decide_with_settings(GOOD, None, s).passed
     assert decide_with_settings(GOOD, None, BatchSettings()).passed
+
+
+def test_winner_is_the_best_candidate_that_passes_the_floors() -> None:
+    b = BatchSettings(gate_min_catalog_coverage=0.1)
+    als = {"ndcg@10": 0.30, "catalog_coverage": 0.4, "user_coverage": 0.9}
+    ease = {"ndcg@10": 0.32, "catalog_coverage": 0.2, "user_coverage": 0.9}
+    assert pick_winner({"als": als, "ease": ease}, b)[0] == "ease"
+    narrow = {**ease, "ndcg@10": 0.5, "catalog_coverage": 0.05}  # best nDCG, fails coverage
+    winner, decisions = pick_winner({"als": als, "ease": narrow}, b)
+    assert winner == "als" and not decisions["ease"].passed
+
+
+def test_winner_ties_and_nan_go_to_als() -> None:
+    b = BatchSettings()
+    als = {"ndcg@10": 0.30, "catalog_coverage": 0.4, "user_coverage": 0.9}
+    assert pick_winner({"als": als, "ease": dict(als)}, b)[0] == "als"
+    bad = {"ndcg@10": math.nan, "catalog_coverage": 0.4, "user_coverage": 0.9}
+    assert pick_winner({"als": bad, "ease": dict(bad)}, b)[0] == "als"  # the gate will reject it

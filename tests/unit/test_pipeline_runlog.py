@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from batch import pipeline
+from batch import pipeline, spark_events
 from lambdarec.settings import Settings
 
 CUTOFF = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
@@ -132,5 +132,5 @@ def test_run_log_is_json_safe(tmp_path: Path) -> None:
 
 
 def test_jdbc_url() -> None:
-    url, props = pipeline.jdbc_of("postgresql://lr:p%40ss@127.0.0.1:5433/db")
+    url, props = spark_events.jdbc_of("postgresql://lr:p%40ss@127.0.0.1:5433/db")
     assert url == "jdbc:postgresql://127.0.0.1:5433/db" and props["password"] == "p@ss"

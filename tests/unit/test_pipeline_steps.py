@@ -60,3 +60,23 @@ def test_production_snapshot_is_aligned_by_id() -> None:
     )
     assert m["precision@1"] == pytest.approx(1.0)  # b gets y (hit); a has seen x, y: no list
     assert m["user_coverage"] == pytest.approx(1 / 3)  # c is cold; a has no unseen known item
+
+
+def test_pairs_give_the_matrix_and_holdout_single_event_rows_kept() -> None:
+    pairs = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "b", "c", "d"],
+            "item_id": ["x", "y", "x", "z", "x"],
+            "w_all": [2.0, 500.0, 1.0, -1.0, 1.0],  # c's only pair is a dislike; 500 is capped
+            "w_train": [2.0, np.nan, 1.0, -1.0, np.nan],  # y and d's x only in the holdout
+            "test_pos": [False, True, False, False, True],
+        }
+    )
+    full = pipeline.pairs_matrix(
+        pairs["user_id"][:3], pairs["item_id"][:3], pairs["w_all"][:3].to_numpy(), 100
+    )
+    assert list(full.user_ids) == ["a", "b"] and list(full.item_ids) == ["x", "y"]
+    assert full.matrix.toarray().tolist() == [[2.0, 100.0], [1.0, 0.0]]
+    split = pipeline.split_from_pairs(pairs, 100)
+    assert list(split.user_ids) == ["a", "b"]  # b: a single event, still trained on
+    assert split.test.nnz == 1 and split.n_cold_test_users == 1  # a's y; d is cold
