@@ -4,7 +4,9 @@
 2. migrations                                   7. batch training (``--no-batch`` skips it)
 3. smoke round trip through every service       8. stream worker + API in the background
 4. a synthetic world (or ``--movielens DIR``)   9. one user's newer events replayed to Kafka
-5. catalog import + embeddings                  10. that user's recommendations before and after
+5. catalog import + embeddings                  10. the next batch run: live events archived,
+                                                    retrained, promoted; worker + API switch
+                                                11. that user's recommendations before and after
 
 Every step is idempotent, so ``make demo`` twice works: the world is regenerated only when its
 config changed, catalog upserts and embeddings skip what is current, the lake backfill commits
@@ -32,7 +34,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -62,6 +64,12 @@ class DemoReport:
     #: the API's answers (``--api``), when it was up: (algorithm_source, [(item_id, title)])
     api_before: tuple[str, list[tuple[str, str]]] | None = None
     api_after: tuple[str, list[tuple[str, str]]] | None = None
+    #: step 11: production model before/after the next batch run, and what the worker and the
+    #: API hold afterwards (None: not checked or not answering)
+    model_before: str | None = None
+    model_after: str | None = None
+    worker_model: str | None = None
+    api_model: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -524,9 +532,98 @@ def run_demo(
         report.after_source, report.after = user_recommendations(settings, user)
         if api_up:
             report.api_after = api_recommendations(settings, user)
-    with _step(report, "10. report"):
+    if batch and report.notes.get("batch", "").startswith("run "):
+        with _step(report, "10. next batch: live events archived, retrained, promoted"):
+            # the night after the live period: everything up to the last live event is closed
+            from lambdarec.cli.backfill import run_backfill as replay
+
+            console.print("the rest of the live period: every user's newer events -> Kafka")
+            replay(settings, events_src, to="kafka", since=cutoff, skip_unknown=True, out=console)
+            end = _cutoff(events_src, 1.0) + timedelta(seconds=1)
+            _next_batch(settings, env, report, api_up, end, train_everything=movielens is not None)
+    with _step(report, "11. report"):
         print_report(report)
     return report
+
+
+def production_version(settings: Settings) -> str | None:
+    """The registry's production model version of the speed layer's algorithm (None: none yet)."""
+    import psycopg
+
+    with psycopg.connect(settings.postgres.url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT version FROM models WHERE algorithm = %s AND status = 'production'",
+            (settings.stream.model_algorithm,),
+        ).fetchone()
+    return str(row[0]) if row else None
+
+
+def _worker_model(settings: Settings) -> str | None:
+    """The model version the demo's stream worker folds in against (its /metrics), if it answers."""
+    import re
+    import urllib.request
+
+    url = f"http://{settings.stream.web_host}:{settings.stream.web_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    found = re.search(r'^lambdarec_stream_model_info\{[^}]*version="([^"]+)"[^}]*\} 1\.0$', text, re.M)
+    return found.group(1) if found else None
+
+
+def _api_model(settings: Settings, user: str) -> str | None:
+    """The model version of the API's answer for ``user`` (None if it does not answer)."""
+    import httpx
+
+    url = f"http://{settings.api.host}:{settings.api.port}/v1/users/{user}/recommendations"
+    try:
+        body = httpx.get(url, params={"k": 10}, timeout=10).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    return body.get("model_version")
+
+
+def _next_batch(
+    settings: Settings,
+    env: dict[str, str],
+    report: DemoReport,
+    api_up: bool,
+    cutoff: datetime,
+    *,
+    train_everything: bool,
+) -> None:
+    """The lambda architecture's other half: the next nightly run archives the live events (task 2
+    closes the window), retrains, and if the gate passes promotes a new model; the stream worker
+    and the API load it from model-updates without a restart, and the API's cached lists of the
+    old model become unreachable."""
+    report.model_before = production_version(settings)
+    try:
+        report.notes["batch (next)"] = _batch_run(cutoff, env, train_everything=train_everything)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        report.notes["batch (next)"] = f"[yellow]failed[/]: {exc}"
+        console.print(report.notes["batch (next)"])
+        return
+    console.print(report.notes["batch (next)"])
+    report.model_after = production_version(settings)
+    if report.model_after is None or report.model_after == report.model_before:
+        console.print(f"production stays {report.model_before} (the gate kept it)")
+        return
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        report.worker_model = _worker_model(settings)
+        if api_up and report.user is not None:
+            report.api_model = _api_model(settings, report.user)
+        if report.worker_model == report.model_after and (
+            not api_up or report.api_model == report.model_after
+        ):
+            break
+        time.sleep(1.0)
+    console.print(
+        f"model {report.model_before} -> {report.model_after}: the stream worker folds in against"
+        f" {report.worker_model}" + (f", the API serves {report.api_model}" if api_up else "")
+    )
 
 
 def print_report(report: DemoReport) -> None:
@@ -553,6 +650,11 @@ def print_report(report: DemoReport) -> None:
             a = al[n] if n < len(al) else ("", "")
             ta.add_row(str(n + 1), f"{b[1]} [dim]{b[0]}[/]", f"{a[1]} [dim]{a[0]}[/]")
         console.print(ta)
+    if report.model_after is not None:
+        console.print(
+            f"next batch: production {report.model_before} -> {report.model_after}; stream worker on"
+            f" {report.worker_model}, API serving {report.api_model}"
+        )
     verdict = "[green]changed[/]" if report.changed else "[red]unchanged[/]"
     console.print(
         f"recommendations {verdict}: {len({i for i, _ in report.after} - before_ids)} new in the top 10"
