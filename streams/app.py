@@ -130,18 +130,24 @@ class SpeedLayer:
     next_offset: dict[TP, int] = field(default_factory=dict)
     _dlq_errors: list[str] = field(default_factory=list)
     _watcher_started: bool = False
+    #: bumped by every revoke/assign: a batch that was in flight across a rebalance must not
+    #: leave its (now stale) positions behind
+    _generation: int = 0
+    #: partition -> the offset we sought back to and wait for
+    _seek_target: dict[TP, int] = field(default_factory=dict)
 
     # ------------------------------------------------------------------------------- one batch
     async def process(self, events: Sequence[Any]) -> Sequence[Any]:
         """Process one batch until it succeeded, then commit its offsets; returns the records
         processed, for the caller to ack (records after a hole are left to come again)."""
         t0 = time.monotonic()
+        generation = self._generation
         events = await self._without_holes(events)
         if not events:
             return events
         if not await self._retry(events, self.max_failures):
             await self._one_by_one(events)
-        await self.commit(events)
+        await self.commit(events, remember=generation == self._generation)
         for ev in events:
             msg = ev.message
             self.positions[msg.partition] = max(self.positions.get(msg.partition, 0), msg.offset + 1)
@@ -203,44 +209,54 @@ class SpeedLayer:
     async def _without_holes(self, events: Sequence[Any]) -> Sequence[Any]:
         """Drop (and re-fetch) the records of a partition that arrive after a hole.
 
-        Records come in offset order per partition; offsets below the expected one are a
-        redelivery (harmless: idempotent). A first offset *above* it means records were skipped
-        (faust's seek/clear races): we seek back to the first missing offset and drop this
-        partition's records from the batch; they come again, in order.
+        Records come in offset order per partition. An offset at or below the expected one is
+        kept (a redelivery is harmless: idempotent). One *above* it means records were skipped
+        (faust's seek/clear races): it is dropped and the partition sought back to the expected
+        offset, once (later stale records of the same hole are dropped without a new seek); the
+        missing records come again, in order, possibly in this very batch. The interactions topic
+        is written by idempotent, non-transactional producers (SDK, HTTP ingest, DLQ replay), so
+        its offsets have no gaps of their own.
         """
-        first: dict[TP, int] = {}
+        expected = {tp: off for tp, off in self.next_offset.items() if off is not None}
+        keep: list[Any] = []
+        seek: dict[TP, int] = {}
         for ev in events:
-            tp = ev.message.tp
-            if tp not in first:
-                first[tp] = ev.message.offset
-        holes = {
-            tp: self.next_offset[tp]
-            for tp, off in first.items()
-            if self.next_offset.get(tp) is not None and off > self.next_offset[tp]
-        }
-        if not holes:
-            return events
-        for tp, expected in holes.items():
-            log.warning("%s: %s jumped from %d to %d; seeking back", AGENT, tp, expected, first[tp])
-            m.FAILURES.labels(AGENT, "offset_hole").inc()
-            await self.app.consumer.seek(tp, expected)
-        return [ev for ev in events if ev.message.tp not in holes]
+            tp, off = ev.message.tp, ev.message.offset
+            want = expected.get(tp)
+            if want is None or off <= want:
+                keep.append(ev)
+                if want is None or off == want:
+                    expected[tp] = off + 1
+                    self._seek_target.pop(tp, None)
+                continue
+            if self._seek_target.get(tp) != want and tp not in seek:
+                seek[tp] = want
+                log.warning("%s: %s jumped from %d to %d; seeking back", AGENT, tp, want, off)
+                m.FAILURES.labels(AGENT, "offset_hole").inc()
+        for tp, off in seek.items():
+            self._seek_target[tp] = off
+            await self.app.consumer.seek(tp, off)
+        return keep if len(keep) != len(events) else events
 
-    async def commit(self, events: Sequence[Any]) -> None:
-        """Commit, per partition, the offset after the batch's last record (see the module doc)."""
+    async def commit(self, events: Sequence[Any], *, remember: bool = True) -> None:
+        """Commit, per partition, the offset after the batch's last record (see the module doc);
+        ``remember``: also expect the next records there (not after a rebalance mid-batch)."""
         offsets: dict[TP, int] = {}
         for ev in events:
             msg = ev.message
             offsets[msg.tp] = max(offsets.get(msg.tp, 0), msg.offset + 1)
-        self.next_offset.update(offsets)
+        if remember:
+            self.next_offset.update(offsets)
         # faust's own commit step (flush the producer, commit, tell the tables); it drops
         # partitions revoked meanwhile: their new owner re-applies them (idempotent)
         await self.app.consumer._commit_offsets(offsets)
 
     def forget(self, tps: Any) -> None:
         """Partitions revoked or (re)assigned: where they resume is the group's committed offset."""
+        self._generation += 1
         for tp in tps:
             self.next_offset.pop(tp, None)
+            self._seek_target.pop(tp, None)
 
     def start_model_watcher(self, registry_fallback: Any) -> None:
         """Follow model-updates from the agent's start on (not as an app task: faust starts those

@@ -63,17 +63,13 @@ def world(postgres: Settings, kafka: Settings, spark_jars: Settings, tmp_path: P
 
 def _env(s: Settings) -> dict[str, str]:
     """The same world for a ``lambdarec batch run`` subprocess."""
+    from lambdarec.cli.demo import process_env
+
     b = s.batch
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDAREC_")}
+    env.update(process_env(s))  # every service address (S3, Redis, ...), not only the changed ones
     env.update(
         {
-            "LAMBDAREC_VAR_DIR": str(s.var_dir),
-            "LAMBDAREC_POSTGRES__URL": s.postgres.url,
-            "LAMBDAREC_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
-            "LAMBDAREC_KAFKA__TOPIC_PREFIX": s.kafka.topic_prefix,
-            "LAMBDAREC_LAKE__ROOT": s.lake.root,
-            "LAMBDAREC_BATCH__RUNS_DIR": str(b.runs_dir),
-            "LAMBDAREC_BATCH__MODELS_URI": b.models_uri,
             "LAMBDAREC_BATCH__ARCHIVE_BEFORE_TRAINING": str(b.archive_before_training).lower(),
             "LAMBDAREC_BATCH__HOLDOUT_MIN_EVENTS": str(b.holdout_min_events),
             "LAMBDAREC_BATCH__TOP_N": str(b.top_n),

@@ -202,3 +202,28 @@ def test_transient_errors_are_told_apart() -> None:
     assert is_transient(ConnectionRefusedError())
     assert not is_transient(ValueError("bad"))
     assert not is_transient(psycopg.errors.NumericValueOutOfRange("x"))
+
+
+def test_stale_records_after_a_hole_do_not_seek_again_and_refetched_ones_pass() -> None:
+    layer = _layer()
+    asyncio.run(layer.process(_events(0, range(0, 4))))
+    asyncio.run(layer.process(_events(0, range(9, 12))))  # hole 4..8: one seek
+    # more stale records of the hole, then the re-fetched ones, in one batch
+    done = asyncio.run(layer.process(_events(0, range(12, 15)) + _events(0, range(4, 15))))
+    assert layer.app.consumer.seeks == [(FakeTP("interactions", 0), 4)]
+    assert [ev.message.offset for ev in done] == list(range(4, 15))
+    assert layer.app.consumer.commits[-1] == {FakeTP("interactions", 0): 15}
+
+
+def test_a_batch_in_flight_across_a_rebalance_leaves_no_stale_position() -> None:
+    layer = _layer()
+    asyncio.run(layer.process(_events(0, range(0, 4))))
+
+    async def rebalance_mid_batch(items: Any, letters: Any, last_event: Any) -> None:
+        layer.forget([FakeTP("interactions", 0)])  # revoked while the batch was being applied
+
+    layer._process_once = rebalance_mid_batch  # type: ignore[method-assign]
+    asyncio.run(layer.process(_events(0, range(4, 8))))
+    # assigned back later at the group's committed offset (another worker went further)
+    done = asyncio.run(layer.process(_events(0, range(40, 42))))
+    assert len(done) == 2 and layer.app.consumer.seeks == []
