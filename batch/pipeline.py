@@ -446,8 +446,18 @@ def _train(
     if events is None:
         stats = spark_events.WindowStats({"lake": 0, "postgres": 0}, None, 0)
     elif local:
-        pdf = spark_events.collect(events)
-        stats = spark_events.window_stats_pandas(pdf, since)
+        try:
+            pdf = spark_events.collect(events)
+            stats = spark_events.window_stats_pandas(pdf, since)
+        except Exception as exc:
+            if "maxResultSize" not in str(exc):
+                raise
+            # too many raw events for the driver (spark.driver.maxResultSize): aggregate in Spark
+            # instead (the same pairs, tested); the window is read again, cached this time
+            ctx.note("the window's raw events exceed spark.driver.maxResultSize: Spark front end instead")
+            local, pdf = False, None
+            events.cache()
+            stats = spark_events.window_stats(events, since)
     else:
         stats = spark_events.window_stats(events, since)
     where = "pandas on the driver" if local else "Spark"
