@@ -212,6 +212,9 @@ def main() -> None:
     for name, sec in rows:
         print(f"| {name} | {sec:.1f} | {sec * scale:.0f} |")
     print(f"| **total** | {total:.1f} | {total * scale:.0f} |")
+    if "seconds" not in pub:  # the gate rejected the candidate: nothing was published
+        print(f"\npublish skipped: {pub or 'no output'} (the gate's verdict is in the run log)")
+        return
     ts, ps = tr["seconds"], pub["seconds"]
     sub = {
         f"read: Delta + JDBC into {tr['front_end']}, counts": ts["read"],
