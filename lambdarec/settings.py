@@ -8,11 +8,13 @@ and point its URL elsewhere to use an external cluster instead (the code paths a
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -312,7 +314,14 @@ class BatchSettings(BaseModel):
     front_end: str = Field(
         "auto",
         pattern="^(auto|spark|pandas)$",
-        description="task 3 validate+aggregate: in Spark, or on the driver; auto = pandas on a local master",
+        description="task 3 validate+aggregate: in Spark, or on the driver; auto = pandas on a local "
+        "master when the window fits the driver (see pandas_max_events)",
+    )
+    pandas_max_events: int = Field(
+        0,
+        ge=0,
+        description="front_end=auto: at most this many raw events are collected to the driver "
+        "(0: as many as fit half of spark.driver.maxResultSize)",
     )
     archive_before_training: bool = Field(True, description="task 2 runs the lake archiver once")
     read_recent_from_postgres: bool = Field(True, description="add rt rows not yet in the lake (JDBC)")
@@ -438,6 +447,41 @@ class Settings(BaseSettings):
         if not self.lake.root:
             self.lake.root = str(self.var_dir / "lake")
         return self
+
+    def as_env(self) -> dict[str, str]:
+        """The ``LAMBDAREC_*`` environment that reproduces these settings in another process.
+
+        Why all of it and not only what differs from the defaults: settings built in code (a
+        test's scratch database, private lake, private topic prefix, a demo's namespace) reach a
+        child process (worker, API, ``lambdarec batch run``) only through its environment, and a
+        child started with the environment's defaults joins the *main* consumer group on the main
+        topics and writes to the main database (it happened, in a test). One variable per leaf
+        setting (``LAMBDAREC_BATCH__ALS__RANK``), so a caller can still override one; dicts and
+        lists as JSON, which is how pydantic-settings reads them back. Unset optional values
+        (``None``) are left out: they are the defaults.
+
+        >>> Settings(_env_file=None).as_env()["LAMBDAREC_KAFKA__TOPIC_PREFIX"]
+        'lambdarec.'
+        """
+        env: dict[str, str] = {}
+
+        def walk(model: BaseModel, prefix: str) -> None:
+            for name in type(model).model_fields:
+                value = getattr(model, name)
+                key = f"{prefix}{name.upper()}"
+                if isinstance(value, BaseModel):
+                    walk(value, key + "__")
+                elif value is not None:
+                    plain = to_jsonable_python(value)
+                    if isinstance(plain, dict | list):
+                        env[key] = json.dumps(plain)
+                    elif isinstance(plain, bool):
+                        env[key] = str(plain).lower()
+                    else:
+                        env[key] = str(plain)
+
+        walk(self, str(self.model_config.get("env_prefix", "")))
+        return env
 
     @property
     def log_dir(self) -> Path:

@@ -44,6 +44,7 @@ from rich.table import Table
 
 from infra import services
 from infra.smoke import run_smoke
+from lambdarec.cli.world import Items, Users, events_option
 from lambdarec.settings import Settings, get_settings
 
 console = Console()
@@ -97,7 +98,8 @@ DEMO_TOPIC_PREFIX = "lambdarec.demo."
 
 def demo_settings(settings: Settings, topic_prefix: str | None) -> tuple[Settings, dict[str, str]]:
     """Settings with the demo's topic prefix and stream app id (``None``: keep the settings'), and
-    the environment for the background processes (:func:`process_env`)."""
+    the environment for the background processes (:meth:`Settings.as_env`: all of it, so a
+    worker never falls back to the main database or topics)."""
     s = settings
     if topic_prefix is not None and topic_prefix != settings.kafka.topic_prefix:
         app_id = f"{settings.stream.app_id}-{topic_prefix.strip('.').replace('.', '-')}"
@@ -107,36 +109,7 @@ def demo_settings(settings: Settings, topic_prefix: str | None) -> tuple[Setting
                 "stream": settings.stream.model_copy(update={"app_id": app_id}),
             }
         )
-    return s, process_env(s)
-
-
-def process_env(settings: Settings) -> dict[str, str]:
-    """What the background worker, API and batch must agree on with the demo, as environment
-    variables (they are separate processes that read their settings from the environment).
-
-    Always all of it, not only what the demo changed: settings built in code (a test's scratch
-    database, private lake, private topic prefix) would otherwise not reach them, and a worker
-    started with the environment's defaults joins the *main* consumer group on the main topics
-    and writes to the main database (it happened, in a test).
-    """
-    env = {
-        "LAMBDAREC_VAR_DIR": str(settings.var_dir),
-        "LAMBDAREC_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "LAMBDAREC_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
-        "LAMBDAREC_STREAM__APP_ID": settings.stream.app_id,
-        "LAMBDAREC_STREAM__WEB_PORT": str(settings.stream.web_port),
-        "LAMBDAREC_POSTGRES__URL": settings.postgres.url,
-        "LAMBDAREC_REDIS__URL": settings.redis.url,
-        "LAMBDAREC_S3__ENDPOINT_URL": settings.s3.endpoint_url,
-        "LAMBDAREC_LAKE__ROOT": str(settings.lake.root),
-        "LAMBDAREC_API__HOST": settings.api.host,
-        "LAMBDAREC_API__PORT": str(settings.api.port),
-    }
-    if settings.batch.runs_dir is not None:
-        env["LAMBDAREC_BATCH__RUNS_DIR"] = str(settings.batch.runs_dir)
-    if settings.batch.models_uri:
-        env["LAMBDAREC_BATCH__MODELS_URI"] = settings.batch.models_uri
-    return env
+    return s, s.as_env()
 
 
 def instance_of(topic_prefix: str | None) -> str:
@@ -678,9 +651,9 @@ def demo(
             "u.item + u.data, or RecBole's ml-100k.item + ml-100k.inter (the recbole wheel ships them)"
         ),
     ] = None,
-    users: Annotated[int, typer.Option(min=1, help="world size: users")] = 2000,
-    items: Annotated[int, typer.Option(min=2, help="world size: items")] = 1000,
-    events: Annotated[int, typer.Option(min=100, help="world size: events")] = 200_000,
+    users: Users = 2000,
+    items: Items = 1000,
+    events: Annotated[int, events_option(100)] = 200_000,
     batch: Annotated[
         bool, typer.Option("--batch/--no-batch", help="run `lambdarec batch run` (step 7)")
     ] = True,

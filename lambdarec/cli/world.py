@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,12 +18,22 @@ app = typer.Typer(
 console = Console()
 err = Console(stderr=True)
 
+# The world-size options, shared with `lambdarec demo` so both commands size a world alike.
+Users = Annotated[int, typer.Option(min=1, help="world size: number of users")]
+Items = Annotated[int, typer.Option(min=2, help="world size: number of items")]
+
+
+def events_option(minimum: int) -> Any:
+    """``--events`` (the exact number of events) with a floor: 0 for a bare world, more where a
+    pipeline must have something to train on."""
+    return typer.Option(min=minimum, help="world size: exact number of events")
+
 
 @app.command()
 def generate(
-    users: Annotated[int, typer.Option(min=1, help="number of users")] = 2000,
-    items: Annotated[int, typer.Option(min=2, help="number of items")] = 1000,
-    events: Annotated[int, typer.Option(min=0, help="exact number of events")] = 200_000,
+    users: Users = 2000,
+    items: Items = 1000,
+    events: Annotated[int, events_option(0)] = 200_000,
     seed: Annotated[int, typer.Option(help="same seed + same options = identical output")] = 42,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("var/world"),
     start: Annotated[str, typer.Option(help="first day, ISO date (UTC)")] = "2026-01-01",

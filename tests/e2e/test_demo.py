@@ -96,7 +96,7 @@ def test_demo_on_real_movielens_100k(postgres: Settings, tmp_path: Path) -> None
         sock.bind(("127.0.0.1", 0))
         web_port = sock.getsockname()[1]
     with scratch_database(postgres, prefix="test_demo_ml100k") as db:
-        # Only in code: run_demo must hand all of it to the worker it starts (process_env).
+        # Only in code: run_demo must hand all of it to the worker it starts (Settings.as_env).
         s = db.model_copy(
             update={
                 "lake": db.lake.model_copy(update={"root": str(tmp_path / "lake")}),

@@ -24,6 +24,26 @@ from schemas.topics import MODEL_UPDATES, topic_name
 N_CLUSTERS, ITEMS_PER_CLUSTER, USERS = 4, 50, 80
 
 
+@contextlib.contextmanager
+def private_world(postgres: Settings, tmp: Path, stem: str, **batch: object) -> Iterator[Settings]:
+    """A private batch world: a migrated scratch database, ``tmp`` as lake root and runs dir, a
+    unique S3 models prefix and topic prefix (``<stem><random>.``) and a ``model-updates`` topic;
+    the models written under the prefix are deleted afterwards. ``batch`` overrides
+    ``settings.batch`` (see :func:`batch_settings`)."""
+    from infra.postgres import scratch_database
+    from schemas.migrate import migrate
+
+    prefix = f"{stem}{uuid.uuid4().hex[:8]}."
+    with scratch_database(postgres) as db:
+        migrate(db)
+        s = batch_settings(db, tmp, prefix, **batch)
+        try:
+            with model_updates_topic(s):
+                yield s
+        finally:
+            delete_prefix(s, f"{prefix}models/")
+
+
 def batch_settings(base: Settings, tmp: Path, prefix: str, **batch: object) -> Settings:
     """``base`` pointed at a private lake root, runs dir, S3 models prefix and topic prefix."""
     b = base.batch.model_copy(

@@ -8,7 +8,7 @@ SIGKILLed. What must survive: the production model and the served batch view are
 previous ones (every user, same lists), nothing of the killed run is visible; and the next
 ``batch run`` resumes, promotes and publishes the new model in full.
 
-Private world as in test_batch_pipeline.py: scratch database, tmp lake and runs dir, own S3
+Private world (``batch_support.private_world``): scratch database, tmp lake and runs dir, own S3
 prefix and topic prefix; nothing shared is stopped.
 """
 
@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,14 +29,7 @@ import pytest
 
 from batch import pipeline, registry
 from lambdarec.settings import PROJECT_ROOT, Settings
-from tests.integration.batch_support import (
-    USERS,
-    append_silver,
-    batch_settings,
-    delete_prefix,
-    model_updates_topic,
-    silver_table,
-)
+from tests.integration.batch_support import USERS, append_silver, private_world, silver_table
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -49,36 +41,15 @@ LAMBDAREC = str(Path(sys.executable).with_name("lambdarec"))
 
 @pytest.fixture
 def world(postgres: Settings, kafka: Settings, spark_jars: Settings, tmp_path: Path) -> Iterator[Settings]:
-    from infra.postgres import scratch_database
-    from schemas.migrate import migrate
-
-    prefix = f"tbfault{uuid.uuid4().hex[:8]}."
-    with scratch_database(postgres) as db:
-        migrate(db)
-        s = batch_settings(db, tmp_path, prefix)
-        with model_updates_topic(s):
-            yield s
-        delete_prefix(s, f"{prefix}models/")
+    with private_world(postgres, tmp_path, "tbfault") as s:
+        yield s
 
 
 def _env(s: Settings) -> dict[str, str]:
-    """The same world for a ``lambdarec batch run`` subprocess."""
-    from lambdarec.cli.demo import process_env
-
-    b = s.batch
+    """The same world for a ``lambdarec batch run`` subprocess: every setting, not only the
+    changed ones (S3, Redis, the batch thresholds, ...)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDAREC_")}
-    env.update(process_env(s))  # every service address (S3, Redis, ...), not only the changed ones
-    env.update(
-        {
-            "LAMBDAREC_BATCH__ARCHIVE_BEFORE_TRAINING": str(b.archive_before_training).lower(),
-            "LAMBDAREC_BATCH__HOLDOUT_MIN_EVENTS": str(b.holdout_min_events),
-            "LAMBDAREC_BATCH__TOP_N": str(b.top_n),
-            "LAMBDAREC_BATCH__GATE_MAX_REGRESSION": str(b.gate_max_regression),
-            "LAMBDAREC_BATCH__ALS__NUM_USER_BLOCKS": str(b.als.num_user_blocks),
-            "LAMBDAREC_BATCH__ALS__NUM_ITEM_BLOCKS": str(b.als.num_item_blocks),
-        }
-    )
-    return env
+    return env | s.as_env()
 
 
 def _served(s: Settings) -> dict[str, Any]:

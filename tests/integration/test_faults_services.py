@@ -354,16 +354,9 @@ def test_api_worker_sigkill_requests_keep_succeeding(
 ) -> None:
     seed = Seed(postgres, batch_view=False)
     port = free_port()
-    from lambdarec.cli.demo import process_env
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDAREC_")}
-    env.update(process_env(postgres))  # every service address, as the settings in this process have them
-    env.update(
-        {
-            "LAMBDAREC_EMBEDDING__DIM": str(postgres.embedding.dim),
-            "LAMBDAREC_SERVING__ANONYMOUS_RATE_LIMIT_PER_MINUTE": str(10**9),
-        }
-    )
+    env.update(postgres.as_env())  # every setting, as this process has them
+    env["LAMBDAREC_SERVING__ANONYMOUS_RATE_LIMIT_PER_MINUTE"] = str(10**9)
     log = tmp_path / "api.log"
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("lambdarec")), "serve", "--port", str(port), "--workers", "2"],

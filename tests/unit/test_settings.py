@@ -71,3 +71,34 @@ def test_bad_setting_names_itself(monkeypatch: pytest.MonkeyPatch, var: str, val
     with pytest.raises(ValidationError) as exc:
         Settings()
     assert needle in str(exc.value)
+
+
+def test_as_env_reproduces_settings_built_in_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Round trip: a child process given ``as_env()`` reads back the very same settings."""
+    base = Settings(_env_file=None)
+    s = base.model_copy(
+        update={
+            "var_dir": tmp_path.resolve(),
+            "kafka": base.kafka.model_copy(update={"topic_prefix": "t123.", "managed": False}),
+            "postgres": base.postgres.model_copy(update={"url": "postgresql://u:p%40ss@db:6543/scratch_1"}),
+            "batch": base.batch.model_copy(
+                update={
+                    "runs_dir": tmp_path / "runs",
+                    "gate_max_regression": 0.2,
+                    "event_weights": {**base.batch.event_weights, "view": 0.25},
+                    "als": base.batch.als.model_copy(update={"rank": 7, "reg_param": 0.35}),
+                }
+            ),
+            "serving": base.serving.model_copy(
+                update={"blend_weights": {"realtime": 0.1, "batch": 0.8, "popular": 0.1}}
+            ),
+        }
+    )
+    env = s.as_env()
+    assert env["LAMBDAREC_BATCH__ALS__RANK"] == "7" and env["LAMBDAREC_KAFKA__MANAGED"] == "false"
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    back = Settings(_env_file=None)
+    assert back == s
+    assert back.model_dump() == s.model_dump()
+    assert base != s  # the test compares something
