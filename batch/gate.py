@@ -1,8 +1,10 @@
 """The quality gate: may this candidate replace the production model?
 
 Why a pure function: the decision must be explainable and testable without Spark or Postgres. The
-pipeline evaluates the candidate *and* the current production model on the same time-based holdout
-(``batch/pipeline.py``), then asks :func:`decide`. Rules (thresholds in ``settings.batch``):
+pipeline evaluates the candidate *and* the current production model's config, refitted on the same
+training part of the same time-based holdout (``batch/pipeline.py``, ``score_production``: not
+production's own factors, which may have been trained on the holdout and would win by memory),
+then asks :func:`decide`. Rules (thresholds in ``settings.batch``):
 
 * every metric the gate reads must be a finite number (a NaN metric is a failed model, not a pass);
 * ``ndcg@k >= gate_min_ndcg``;

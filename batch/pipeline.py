@@ -16,8 +16,10 @@ tasks; ``from_task=N`` re-runs tasks N..5. The same task functions back the CLI
                      great-expectations, build the matrix, fit ALS (and EASE as a reference) on a
                      time-based holdout, evaluate, refit ALS on everything, save the snapshot,
                      register the model;
-4. ``gate``          evaluate the production model on the same holdout; pass -> ``staging``,
-                     fail -> ``deprecated`` (production untouched, the run ends "rejected");
+4. ``gate``          evaluate production's config refitted on the same holdout (not its own
+                     factors, which may have seen the holdout: :func:`score_production`);
+                     pass -> ``staging``, fail -> ``deprecated`` (production untouched, the run
+                     ends "rejected");
 5. ``publish``       top-N for every user into a new batch_recommendations run, then promote +
                      publish in one transaction, log performance, announce on ``model-updates``.
 
@@ -46,12 +48,12 @@ import psycopg
 import scipy.sparse as sp
 
 from batch import registry
-from batch.evaluation import EvalSplit, evaluate_model, evaluate_recommendations, make_eval_split, rmse
+from batch.evaluation import EvalSplit, evaluate_model, make_eval_split, rmse
 from batch.gate import decide_with_settings, pick_winner
 from batch.interactions import InteractionMatrix, event_weights, explicit_matrix, implicit_matrix
 from batch.quality import validate_events
 from batch.topk import topk_factors
-from lambdarec.settings import Settings
+from lambdarec.settings import AlsSettings, BatchSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -346,39 +348,6 @@ def build_eval_split(train: pd.DataFrame, test: pd.DataFrame, ctx: TaskContext) 
     return make_eval_split(long, pos, value_col="value")
 
 
-def evaluate_factors(
-    user_ids: np.ndarray, item_ids: np.ndarray, uf: np.ndarray, itf: np.ndarray, split: EvalSplit, k: int
-) -> dict[str, float]:
-    """Metrics of any factor model (e.g. the production snapshot) on ``split``: ids are aligned by
-    name; users it does not know get no list (lower user coverage), items it does not know are
-    never recommended."""
-    n_users, n_items = split.train.shape
-    rank = itf.shape[1]
-    u_idx = pd.Index(user_ids).get_indexer(split.user_ids)
-    i_idx = pd.Index(item_ids).get_indexer(split.item_ids[:n_items])
-    U = np.zeros((n_users, rank), np.float32)
-    U[u_idx >= 0] = uf[u_idx[u_idx >= 0]]
-    V = np.zeros((n_items, rank), np.float32)
-    V[i_idx >= 0] = itf[i_idx[i_idx >= 0]]
-    users = split.test_users
-    exclude = split.train[users]
-    unknown = np.flatnonzero(i_idx < 0)
-    if len(unknown) and len(users):
-        mask = sp.csr_matrix(
-            (
-                np.ones(len(users) * len(unknown), np.float32),
-                (np.repeat(np.arange(len(users)), len(unknown)), np.tile(unknown, len(users))),
-            ),
-            shape=exclude.shape,
-        )
-        exclude = (exclude + mask).tocsr()
-    idx, _ = topk_factors(U[users], V, k, exclude=exclude)
-    idx[u_idx[users] < 0] = -1
-    recs = np.full((n_users, k), -1, dtype=np.int64)
-    recs[users] = idx
-    return evaluate_recommendations(recs, split, k)
-
-
 def _metrics(m: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in m.items()}
 
@@ -423,6 +392,12 @@ def task_train(ctx: TaskContext) -> dict[str, Any]:
     spark = get_spark(s, "lambdarec-batch")
     t0 = time.perf_counter()
     local = spark_events.use_pandas(s)
+    if local:  # raw events to the driver only if they fit: decided before the read
+        rows = spark_events.window_rows(s, start, ctx.cutoff, recent_since)
+        front = spark_events.choose_front_end(s, rows, spark_events.max_result_bytes(spark))
+        if not front.local:
+            ctx.note(f"{front.reason}: validating and aggregating in Spark")
+        local = front.local
     events = spark_events.read_events(s, spark, start, ctx.cutoff, recent_since, cache=not local)
     try:
         return _train(ctx, spark, events, start, t0, local)
@@ -446,18 +421,8 @@ def _train(
     if events is None:
         stats = spark_events.WindowStats({"lake": 0, "postgres": 0}, None, 0)
     elif local:
-        try:
-            pdf = spark_events.collect(events)
-            stats = spark_events.window_stats_pandas(pdf, since)
-        except Exception as exc:
-            if "maxResultSize" not in str(exc):
-                raise
-            # too many raw events for the driver (spark.driver.maxResultSize): aggregate in Spark
-            # instead (the same pairs, tested); the window is read again, cached this time
-            ctx.note("the window's raw events exceed spark.driver.maxResultSize: Spark front end instead")
-            local, pdf = False, None
-            events.cache()
-            stats = spark_events.window_stats(events, since)
+        pdf = spark_events.collect(events)
+        stats = spark_events.window_stats_pandas(pdf, since)
     else:
         stats = spark_events.window_stats(events, since)
     where = "pandas on the driver" if local else "Spark"
@@ -655,6 +620,7 @@ def _train(
         "snapshot_uri": uri,
         "list_model": winner,
         "ease_lambda": b.ease_lambda,
+        "als": b.als.model_dump(),
         "events": counts | {"total": stats.total},
         "users": n_users,
         "items": n_items,
@@ -696,9 +662,91 @@ def _load_split(path: Path) -> EvalSplit:
     )
 
 
+@dataclass(frozen=True)
+class ProductionConfig:
+    """What the production model was made with, as far as the gate refits it: the family of its
+    lists and that family's hyperparameters (from its ``models.hyperparameters``).
+
+    >>> row = registry.ModelRow(1, "als", "v1", "production", None, {}, {"rank": 8, "list_model": "als"})
+    >>> ProductionConfig.of(row, BatchSettings()).als.rank
+    8
+    """
+
+    list_model: str
+    als: AlsSettings | None  # None: the row does not say (not made by this pipeline)
+    ease_lambda: float
+
+    @classmethod
+    def of(cls, prod: registry.ModelRow, b: BatchSettings) -> ProductionConfig:
+        hp = prod.hyperparameters
+        lists = str(hp.get("list_model") or prod.metrics.get("list_model") or "als")
+        known = {k: hp[k] for k in AlsSettings.model_fields if k in hp}
+        als = AlsSettings.model_validate({**known, "implicit_prefs": True}) if "rank" in known else None
+        return cls(lists, als, float(hp.get("ease_lambda") or b.ease_lambda))
+
+    def describe(self) -> str:
+        if self.list_model == "ease":
+            return f"EASE, lambda {self.ease_lambda:g}"
+        if self.als is None:
+            return "ALS, hyperparameters unknown"
+        a = self.als
+        return f"ALS, rank {a.rank}, regParam {a.reg_param:g}, alpha {a.alpha:g}, maxIter {a.max_iter}"
+
+
+def score_production(
+    config: ProductionConfig,
+    split: EvalSplit,
+    trained: dict[str, Any],
+    b: BatchSettings,
+    spark: Callable[[], Any],
+) -> tuple[dict[str, float] | None, str]:
+    """Production's holdout metrics for the gate: production's *config* refitted on the holdout's
+    training part (``split.train``, the candidate's), scored on the same test events.
+    Returns ``(metrics or None, how they were obtained)``.
+
+    Why a refit and not production's own factors: production's snapshot was trained on its whole
+    window, and whenever runs are closer together than ``holdout_hours`` (a second run the same
+    day, the demo, a catch-up after a failure) or the holdout falls back to the last
+    ``eval_test_ratio`` of events, that window contains the holdout: production is then scored on
+    events it has memorised and the candidate, which never saw them, loses (the demo's second run
+    was rejected at -45 %). Scoring production only on events after its ``data_through`` was the
+    other option, but that set is empty or tiny exactly in those cases (runs hours apart), and it
+    still compares models that saw different data. A refit on the same training part answers the
+    question the gate can answer fairly — is the candidate's family and hyperparameters at least
+    as good as production's on today's data? — and needs production's config only, not its
+    snapshot. What it does not compare is the data itself: bad data is stopped by the
+    great-expectations validation and the gate's absolute floors. When production's config is the
+    candidate's (the usual daily run) the refit is the candidate's own holdout fit, reused.
+    ``spark`` is only called for an ALS refit with another config.
+    """
+    cached = trained.get("candidates", {})
+    if config.list_model == "ease":
+        same = config.ease_lambda == float(trained.get("ease_lambda", b.ease_lambda))
+        if same and cached.get("ease") is not None:
+            return dict(cached["ease"]), f"same config as the candidate's EASE ({config.describe()})"
+        if split.train.shape[1] > b.ease_max_items:
+            return None, f"production has EASE lists but {split.train.shape[1]:,} items exceed ease_max_items"
+        from batch.models import EASE
+
+        model: Any = EASE(lam=config.ease_lambda)
+    else:
+        if config.als is None:
+            return None, "production's ALS hyperparameters are not in the registry"
+        cand = trained.get("als")
+        same = cand is not None and AlsSettings.model_validate({**cand, "implicit_prefs": True}) == config.als
+        if same and cached.get("als") is not None:
+            return dict(cached["als"]), f"same config as the candidate's ALS ({config.describe()})"
+        from batch.models.als import SparkALS
+
+        model = SparkALS(spark(), config.als)
+    m = evaluate_model(model, split, b.eval_k, memory_mb=b.topk_memory_mb)
+    return _metrics(m), f"production's config ({config.describe()}) refit on this holdout's training part"
+
+
 def task_gate(ctx: TaskContext) -> dict[str, Any]:
-    """Candidate vs production on the same holdout; registry moves via the DB lifecycle."""
-    from schemas.model_snapshot import SnapshotFormatError, load_snapshot
+    """Candidate vs production's config on the same holdout (:func:`score_production`); registry
+    moves via the DB lifecycle."""
+    from infra.spark import get_spark
 
     s, b = ctx.settings, ctx.settings.batch
     trained = ctx.run.output("train")
@@ -706,50 +754,24 @@ def task_gate(ctx: TaskContext) -> dict[str, Any]:
     split = _load_split(ctx.run.dir / "holdout.npz")
     candidate = trained["metrics"]
     prod_metrics: dict[str, float] | None = None
+    scored_as: str | None = None
     notes: list[str] = []
     with ctx.connect() as conn:
         prod = registry.production_model(conn, ALGORITHM)
-    prod_lists = "als"
-    if prod is not None:
-        prod_lists = str(prod.hyperparameters.get("list_model") or prod.metrics.get("list_model") or "als")
-    if prod is not None and prod.model_id != model_id and prod_lists == "ease":
-        # EASE is a closed form of the data and its lambda: production's EASE on this holdout is
-        # EASE(production's lambda) fitted on the holdout's training part, which on a daily
-        # schedule is exactly the data production was trained on.
-        lam = float(prod.hyperparameters.get("ease_lambda") or b.ease_lambda)
-        cached = trained.get("candidates", {}).get("ease")
-        if cached is not None and lam == float(trained.get("ease_lambda", b.ease_lambda)):
-            prod_metrics = dict(cached)
-        elif split.train.shape[1] <= b.ease_max_items:
-            from batch.models import EASE
-
-            prod_metrics = evaluate_model(EASE(lam=lam), split, b.eval_k, memory_mb=b.topk_memory_mb)
-        if prod_metrics is not None:
-            ctx.note(
-                f"production {prod.version} (EASE lists, lambda {lam:g}) on the same holdout:"
-                f" nDCG@{b.eval_k} {prod_metrics[f'ndcg@{b.eval_k}']:.4f}"
-            )
-        else:
-            msg = f"production {prod.version} has EASE lists but the catalog is now too large for EASE"
+    config = ProductionConfig.of(prod, b) if prod is not None else None
+    if prod is not None and config is not None and prod.model_id != model_id:
+        prod_metrics, scored_as = score_production(
+            config, split, trained, b, lambda: get_spark(s, "lambdarec-batch")
+        )
+        if prod_metrics is None:
+            msg = f"production {prod.version}: {scored_as}"
             ctx.note(msg + ": gating on absolute thresholds only")
             notes.append(msg)
-    elif prod is not None and prod.model_id != model_id:
-        try:
-            snap = load_snapshot(prod.snapshot_uri or "", s3=s.s3)
-            prod_metrics = evaluate_factors(
-                snap.user_ids, snap.item_ids, snap.user_factors, snap.item_factors, split, b.eval_k
-            )
+        else:
             ctx.note(
-                f"production {prod.version} on the same holdout:"
+                f"production {prod.version} on the same holdout ({scored_as}):"
                 f" nDCG@{b.eval_k} {prod_metrics[f'ndcg@{b.eval_k}']:.4f}"
             )
-        except (SnapshotFormatError, OSError) as exc:
-            msg = (
-                f"production model {prod.version}'s snapshot {prod.snapshot_uri!r} cannot be read"
-                f" ({exc}): gating on absolute thresholds only"
-            )
-            ctx.note(msg)
-            notes.append(msg)
     decision = decide_with_settings(candidate, prod_metrics, b)
     with ctx.connect() as conn:
         registry.update_metrics(
@@ -768,8 +790,11 @@ def task_gate(ctx: TaskContext) -> dict[str, Any]:
         "reasons": decision.reasons,
         "checks": decision.checks,
         "production": (
-            {"model_id": prod.model_id, "version": prod.version, "list_model": prod_lists} if prod else None
+            {"model_id": prod.model_id, "version": prod.version, "list_model": config.list_model}
+            if prod is not None and config is not None
+            else None
         ),
+        "production_scored_as": scored_as,
         "list_model": trained.get("list_model", "als"),
         "production_metrics": prod_metrics,
         "notes": notes,

@@ -227,7 +227,9 @@ def release(events: Any) -> None:
 
 # ------------------------------------------------------------------ the same steps on the driver
 def use_pandas(settings: Settings) -> bool:
-    """``batch.front_end``: ``auto`` = pandas on a local master, Spark on a cluster.
+    """``batch.front_end``: ``auto`` = pandas on a local master, Spark on a cluster (before the
+    window's size is known; :func:`choose_front_end` then sends a window too big for the driver to
+    Spark).
 
     Why not Spark everywhere: on one machine the driver *is* the executor, so collecting the raw
     events costs no parallelism, and pandas did read + validate + aggregate in 50 s where the Spark
@@ -235,6 +237,107 @@ def use_pandas(settings: Settings) -> bool:
     cluster the Spark path keeps raw events off the driver and runs on the executors."""
     mode = settings.batch.front_end
     return mode == "pandas" or (mode == "auto" and settings.spark.master.startswith("local"))
+
+
+#: Arrow bytes of one raw event collected to the driver (uuid event id, user and item ids, type,
+#: timestamp, rating, source): 87 on the demo lake; rounded up for longer ids.
+EVENT_BYTES = 100
+
+
+@dataclass(frozen=True)
+class FrontEnd:
+    """Where task 3 validates and aggregates the window, and why (a line for the run log)."""
+
+    local: bool
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return "pandas" if self.local else "spark"
+
+
+def choose_front_end(settings: Settings, max_rows: int, max_result_bytes: int | None) -> FrontEnd:
+    """The front end for a window of at most ``max_rows`` raw events, decided *before* anything is
+    collected. ``max_result_bytes``: the session's ``spark.driver.maxResultSize`` (None or 0: no
+    limit).
+
+    ``auto`` on a local master collects only if the window fits ``batch.pandas_max_events`` (when
+    set) and ``max_rows * EVENT_BYTES`` fits half of ``maxResultSize`` (ids longer than the
+    demo's must still fit); otherwise Spark aggregates and only the pairs reach the driver. Why
+    not try and fall back: a failed collect costs the whole read, and recognising the failure
+    meant matching Spark's error message. An explicit ``front_end`` is obeyed.
+
+    >>> [choose_front_end(Settings(), n, 1 << 30).local for n in (2_000_000, 25_000_000)]
+    [True, False]
+    """
+    mode = settings.batch.front_end
+    if not use_pandas(settings):
+        return FrontEnd(False, f"batch.front_end={mode} on master {settings.spark.master}")
+    if mode == "pandas":
+        return FrontEnd(True, "batch.front_end=pandas")
+    cap = settings.batch.pandas_max_events
+    if cap and max_rows > cap:
+        return FrontEnd(False, f"the window's {max_rows:,} events exceed batch.pandas_max_events={cap:,}")
+    if max_result_bytes and max_rows * EVENT_BYTES > max_result_bytes // 2:
+        return FrontEnd(
+            False,
+            f"the window's {max_rows:,} events (~{max_rows * EVENT_BYTES / 2**20:,.0f} MiB) exceed half of"
+            f" spark.driver.maxResultSize ({max_result_bytes / 2**20:,.0f} MiB)",
+        )
+    return FrontEnd(True, f"the window's {max_rows:,} events fit the driver")
+
+
+def max_result_bytes(spark: SparkSession) -> int | None:
+    """``spark.driver.maxResultSize`` of the running session in bytes (Spark's own parser and
+    default, 1g); None when it is 0 (unlimited)."""
+    conf = spark.sparkContext.getConf().get("spark.driver.maxResultSize", "1g")
+    n = int(spark.sparkContext._jvm.org.apache.spark.network.util.JavaUtils.byteStringAsBytes(conf))  # type: ignore[union-attr]
+    return n or None
+
+
+def window_rows(
+    settings: Settings, start: datetime | None, cutoff: datetime, recent_since: datetime | None
+) -> int:
+    """An upper bound of the events :func:`read_events` returns, without reading them: the
+    ``num_records`` of the Delta files whose ``occurred_at`` range meets ``[start, cutoff)`` (from
+    the transaction log's statistics; a file without them counts whole) plus the rt rows of
+    ``[recent_since or start, cutoff)`` (an index count in Postgres; those already in the lake
+    counted twice)."""
+    import psycopg
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from batch.lake.storage import Lake
+    from schemas.lake import SILVER_INTERACTIONS
+
+    rows = 0
+    dt = Lake(settings).open(SILVER_INTERACTIONS)
+    if dt is not None:
+        files = pa.table(dt.get_add_actions(flatten=True))
+        # a file without a record count: assume >= 1 row per 8 bytes of parquet (an upper bound)
+        size_rows = pc.divide(files.column("size_bytes"), 8)
+        n = (
+            pc.coalesce(files.column("num_records"), size_rows)
+            if "num_records" in files.column_names
+            else size_rows
+        )
+        if "min.occurred_at" in files.column_names:
+            lo, hi = files.column("min.occurred_at"), files.column("max.occurred_at")
+            keep = pc.fill_null(pc.less(lo, pa.scalar(cutoff, lo.type)), True)
+            if start is not None:
+                keep = pc.and_(keep, pc.fill_null(pc.greater_equal(hi, pa.scalar(start, hi.type)), True))
+            n = pc.filter(n, keep)
+        rows += int(pc.sum(n).as_py() or 0)
+    if settings.batch.read_recent_from_postgres:
+        lo_t = recent_since or start
+        with psycopg.connect(settings.postgres.url, autocommit=True, connect_timeout=10) as conn:
+            r = conn.execute(
+                "SELECT count(*) FROM rt_user_interactions WHERE occurred_at < %s"
+                + (" AND occurred_at >= %s" if lo_t else ""),
+                (cutoff, lo_t) if lo_t else (cutoff,),
+            ).fetchone()
+        rows += int(r[0]) if r else 0
+    return rows
 
 
 def collect(events: DataFrame) -> pd.DataFrame:

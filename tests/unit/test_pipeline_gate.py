@@ -1,11 +1,18 @@
-"""The quality gate's rules (batch/gate.py): pure logic, no services."""
+"""The quality gate's rules (batch/gate.py) and how task 4 scores production: no services."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+import pandas as pd
+import pytest
+
+from batch import pipeline, registry
+from batch.evaluation import EvalSplit, evaluate_model, make_eval_split
 from batch.gate import decide, decide_with_settings, pick_winner
-from lambdarec.settings import BatchSettings
+from batch.models import EASE
+from lambdarec.settings import AlsSettings, BatchSettings
 
 KW = {
     "k": 10,
@@ -69,3 +76,54 @@ def test_winner_ties_and_nan_go_to_als() -> None:
     assert pick_winner({"als": als, "ease": dict(als)}, b)[0] == "als"
     bad = {"ndcg@10": math.nan, "catalog_coverage": 0.4, "user_coverage": 0.9}
     assert pick_winner({"als": bad, "ease": dict(bad)}, b)[0] == "als"  # the gate will reject it
+
+
+# ------------------------------------------------- how task 4 scores production (batch/pipeline.py)
+def _prod(**hp: object) -> registry.ModelRow:
+    return registry.ModelRow(1, "als", "v1", "production", None, {}, dict(hp))
+
+
+def _split() -> EvalSplit:
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 30, 400), rng.integers(0, 20, 400)
+    train = pd.DataFrame({"user_id": users, "item_id": items, "value": 1.0}).drop_duplicates(
+        ["user_id", "item_id"]
+    )
+    test = pd.DataFrame({"user_id": rng.integers(0, 30, 60), "item_id": rng.integers(0, 20, 60)})
+    return make_eval_split(train, test, value_col="value")
+
+
+def _no_spark() -> object:
+    raise AssertionError("the gate must not start Spark for production's own config")
+
+
+def test_production_config_comes_from_its_registry_row() -> None:
+    b = BatchSettings()
+    c = pipeline.ProductionConfig.of(_prod(rank=8, reg_param=0.3, list_model="als", ease_lambda=50.0), b)
+    assert c.list_model == "als" and c.als is not None and (c.als.rank, c.als.reg_param) == (8, 0.3)
+    assert c.als.implicit_prefs and c.ease_lambda == 50.0
+    unknown = pipeline.ProductionConfig.of(_prod(), b)
+    assert unknown.als is None and unknown.ease_lambda == b.ease_lambda
+    metrics, how = pipeline.score_production(unknown, _split(), {}, b, _no_spark)
+    assert metrics is None and "not in the registry" in how
+
+
+def test_production_with_the_candidates_config_reuses_its_holdout_fit() -> None:
+    b = BatchSettings(als=AlsSettings.seed_defaults())
+    cand = {"ndcg@10": 0.123, "catalog_coverage": 0.5, "user_coverage": 1.0}
+    trained = {"als": b.als.model_dump(), "ease_lambda": b.ease_lambda, "candidates": {"als": cand}}
+    prod = pipeline.ProductionConfig.of(_prod(**b.als.model_dump(), list_model="als"), b)
+    metrics, how = pipeline.score_production(prod, _split(), trained, b, _no_spark)
+    assert metrics == cand and "same config" in how
+
+
+def test_production_ease_is_refit_on_the_candidates_training_part() -> None:
+    """Not production's memory: EASE with production's lambda fitted on ``split.train`` only."""
+    b = BatchSettings()
+    split = _split()
+    trained = {"ease_lambda": 10.0, "candidates": {"ease": {"ndcg@10": 0.9}}}
+    prod = pipeline.ProductionConfig.of(_prod(list_model="ease", ease_lambda=200.0), b)
+    metrics, how = pipeline.score_production(prod, split, trained, b, _no_spark)
+    expected = evaluate_model(EASE(lam=200.0), split, b.eval_k)
+    assert metrics is not None and "refit" in how
+    assert metrics["ndcg@10"] == pytest.approx(expected["ndcg@10"]) and metrics["ndcg@10"] != 0.9

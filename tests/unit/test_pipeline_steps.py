@@ -1,4 +1,4 @@
-"""Pure steps of the pipeline: factor health, the time holdout, scoring a foreign snapshot."""
+"""Pure steps of the pipeline: factor health, the time holdout, pairs, the front-end choice."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from batch import pipeline
-from batch.evaluation import make_eval_split
+from batch.spark_events import EVENT_BYTES, FrontEnd, choose_front_end
+from lambdarec.settings import Settings
 
 CUTOFF = datetime(2026, 11, 25, 2, tzinfo=UTC)
 
@@ -45,23 +46,6 @@ def test_holdout_falls_back_to_a_time_quantile() -> None:
     assert len(test) == 2 and len(train) == 2 and how.startswith("last 25%")
 
 
-def test_production_snapshot_is_aligned_by_id() -> None:
-    train = pd.DataFrame({"user_id": ["a", "a", "b"], "item_id": ["x", "y", "x"], "value": [1.0, 1.0, 1.0]})
-    test = pd.DataFrame({"user_id": ["a", "b", "c"], "item_id": ["z", "y", "x"]})
-    split = make_eval_split(train, test, value_col="value")
-    # snapshot knows users b, a (other order) and items y, x, z; z is new to the split's train
-    m = pipeline.evaluate_factors(
-        np.array(["b", "a"]),
-        np.array(["y", "x", "q"]),
-        np.array([[1.0, 0.0], [0.0, 1.0]], np.float32),
-        np.array([[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]], np.float32),
-        split,
-        1,
-    )
-    assert m["precision@1"] == pytest.approx(1.0)  # b gets y (hit); a has seen x, y: no list
-    assert m["user_coverage"] == pytest.approx(1 / 3)  # c is cold; a has no unseen known item
-
-
 def test_pairs_give_the_matrix_and_holdout_single_event_rows_kept() -> None:
     pairs = pd.DataFrame(
         {
@@ -80,3 +64,22 @@ def test_pairs_give_the_matrix_and_holdout_single_event_rows_kept() -> None:
     split = pipeline.split_from_pairs(pairs, 100)
     assert list(split.user_ids) == ["a", "b"]  # b: a single event, still trained on
     assert split.test.nnz == 1 and split.n_cold_test_users == 1  # a's y; d is cold
+
+
+def _front(n: int, limit: int | None, **batch: object) -> FrontEnd:
+    s = Settings()
+    s = s.model_copy(update={"batch": s.batch.model_copy(update=batch)})
+    return choose_front_end(s, n, limit)
+
+
+def test_front_end_is_chosen_from_the_window_size() -> None:
+    gib = 1 << 30
+    fits = gib // 2 // EVENT_BYTES
+    assert _front(fits, gib).local and not _front(fits + 1, gib).local
+    assert "spark.driver.maxResultSize" in _front(fits + 1, gib).reason
+    assert _front(10**9, None).local  # maxResultSize=0: no limit
+    capped = _front(1001, gib, pandas_max_events=1000)
+    assert not capped.local and "pandas_max_events=1,000" in capped.reason
+    assert _front(1000, gib, pandas_max_events=1000).local
+    assert _front(10**9, gib, front_end="pandas").local  # explicit: obeyed
+    assert not _front(10, gib, front_end="spark").local
