@@ -209,30 +209,8 @@ class InteractionSource:
                 yield ln, line
 
     def _movielens(self) -> Iterator[ev.InteractionEvent]:
-        path = self.files[0]
-        lines = self._lines(path)
-        try:
-            _, head = next(lines)
-        except StopIteration:
-            raise RatingsImportError(f"{path}: file is empty; nothing to import") from None
-        cols = {h.strip(): i for i, h in enumerate(head.split(","))}
-        missing = [c for c in ("userId", "movieId", "rating", "timestamp") if c not in cols]
-        if missing:
-            raise RatingsImportError(f"{path.name}:1: header {head!r} lacks column(s) {missing}")
-        n = len(cols)
-        u, m, r, t = cols["userId"], cols["movieId"], cols["rating"], cols["timestamp"]
-        for ln, line in lines:
-            self.stats.lines += 1
-            f = line.split(",")
-            if len(f) != n:
-                self.stats.issue(path.name, ln, f"expected {n} comma-separated fields, got {len(f)}")
-                continue
-            try:
-                yield rating_event("movielens", f[u], f[m], _float(f[r]), f[t])
-            except ValueError as exc:
-                self.stats.issue(path.name, ln, str(exc))
-        if self.stats.lines == 0:
-            raise RatingsImportError(f"{path}: only a header, no ratings; nothing to import")
+        """MovieLens ``ratings.csv``: comma-separated, header ``userId,movieId,rating,timestamp``."""
+        yield from self._headed(self.files[0], ",", ("userId", "movieId", "rating", "timestamp"), "movielens")
 
     def _ml100k(self) -> Iterator[ev.InteractionEvent]:
         path = self.files[0]
@@ -255,29 +233,48 @@ class InteractionSource:
         the ``ml100k`` ids (importing both is a no-op the second time); other datasets get
         ``recbole:<name>``."""
         path = self.files[0]
-        source = "ml100k" if path.stem == "ml-100k" else f"recbole:{path.stem}"
+        yield from self._headed(
+            path,
+            "\t",
+            ("user_id", "item_id", "rating", "timestamp"),
+            "ml100k" if path.stem == "ml-100k" else f"recbole:{path.stem}",
+            typed_header=True,
+        )
+
+    def _headed(
+        self,
+        path: Path,
+        sep: str,
+        columns: tuple[str, str, str, str],
+        source: str,
+        *,
+        typed_header: bool = False,
+    ) -> Iterator[ev.InteractionEvent]:
+        """A delimited file whose header names its ``(user, item, rating, timestamp)`` columns, in
+        any order and among others. ``typed_header``: RecBole's ``name:type`` header cells, whose
+        ``float``-typed timestamps are whole seconds written as ``123.0``."""
         lines = self._lines(path)
         try:
             _, head = next(lines)
         except StopIteration:
             raise RatingsImportError(f"{path}: file is empty; nothing to import") from None
-        cols = {h.split(":", 1)[0].strip(): i for i, h in enumerate(head.split("\t"))}
-        missing = [c for c in ("user_id", "item_id", "rating", "timestamp") if c not in cols]
+        cols = {(h.split(":", 1)[0] if typed_header else h).strip(): i for i, h in enumerate(head.split(sep))}
+        missing = [c for c in columns if c not in cols]
         if missing:
-            raise RatingsImportError(
-                f"{path.name}:1: header {head!r} lacks column(s) {missing} (RecBole atomic .inter)"
-            )
+            hint = " (RecBole atomic .inter)" if typed_header else ""
+            raise RatingsImportError(f"{path.name}:1: header {head!r} lacks column(s) {missing}{hint}")
         n = len(cols)
-        u, m, r, t = cols["user_id"], cols["item_id"], cols["rating"], cols["timestamp"]
+        u, m, r, t = (cols[c] for c in columns)
+        kind = "comma" if sep == "," else "tab"
         for ln, line in lines:
             self.stats.lines += 1
-            f = line.split("\t")
+            f = line.split(sep)
             if len(f) != n:
-                self.stats.issue(path.name, ln, f"expected {n} tab-separated fields, got {len(f)}")
+                self.stats.issue(path.name, ln, f"expected {n} {kind}-separated fields, got {len(f)}")
                 continue
-            ts = f[t].strip()
-            if ts.endswith(".0"):  # float:typed column; the value is whole seconds
-                ts = ts[:-2]
+            ts = f[t]
+            if typed_header:  # a float-typed column: whole seconds as "123.0"
+                ts = ts.strip().removesuffix(".0")
             try:
                 yield rating_event(source, f[u], f[m], _float(f[r]), ts)
             except ValueError as exc:

@@ -611,23 +611,21 @@ def parse_csv(path: Path, encoding: str | None = None) -> ParseResult:
         raise CatalogError(f"{path.name}:1: header needs 'title' and an id column (item_id, id or tmdb_id)")
     col = _Collector(res)
     unknown: set[str] = set()
-    line = 1
     while True:
-        start = reader.line_num + 1
+        line = reader.line_num + 1
         try:
             f = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
-            res.issues.append(
-                ParseIssue(path.name, start, "", f"malformed CSV ({exc}); rest of file unreadable")
-            )
-            break
-        line = start
+            raise CatalogError(_unclosed_quote(path.name, text, line, reader.line_num, str(exc))) from exc
         if not any(x.strip() for x in f):
             continue
         res.lines_read += 1
         if len(f) != len(head):
+            if reader.line_num > line:  # one record over several lines: a quote joined them
+                why = f"as one record of {len(f)} fields, not {len(head)}"
+                raise CatalogError(_unclosed_quote(path.name, text, line, reader.line_num, why))
             res.issues.append(ParseIssue(path.name, line, "", f"expected {len(head)} fields, got {len(f)}"))
             continue
         rec, unk = _normalize_record(dict(zip(head, f, strict=True)), "csv")
@@ -635,6 +633,31 @@ def parse_csv(path: Path, encoding: str | None = None) -> ParseResult:
         col.add(path.name, line, rec)
     _note_unknown(res, path.name, unknown)
     return res
+
+
+def _unclosed_quote(fname: str, text: str, line: int, end: int, why: str) -> str:
+    """The error for a record that a quote ran past the end of its line.
+
+    Why an error and not a skipped line: CSV allows line breaks inside quotes (``parse_csv``
+    accepts multi-line overviews), so after a stray ``"`` the parser cannot tell where the record
+    was meant to end; it reads on to the next quote or the end of the file. Skipping that as one
+    line lost every item behind it while reporting a single skip, so the file is refused, pointing
+    at the quote, and nothing is imported.
+    """
+    lines = _lines(text)
+    row = lines[line - 1] if 0 < line <= len(lines) else ""
+    opened, quoted = 0, False
+    for i, ch in enumerate(row):
+        if ch == '"':
+            if not quoted:
+                opened = i + 1
+            quoted = not quoted
+    where = f"the quote at column {opened}" if quoted else "a quote"
+    return (
+        f"{fname}:{line}: malformed CSV (rest of file unreadable): {where} opens a field that does not"
+        f" close on this line, so the CSV reader read on to line {end} ({why}); a stray '\"'? Close"
+        ' it, or double a quote inside a quoted field (""). Nothing was imported.'
+    )
 
 
 def _note_unknown(res: ParseResult, fname: str, unknown: set[str]) -> None:

@@ -260,6 +260,27 @@ def test_csv_seed_fields_multiline_overview(tmp_path: Path) -> None:
     assert "expected 8 fields" in issues[5].message
 
 
+@pytest.mark.parametrize(
+    ("rest", "end"),
+    [
+        ("3,Fine,Comedy\n4,Also Fine,Drama\n", 5),  # no quote after it: runs to the end of the file
+        ('3,"Fine",Comedy\n4,Also Fine,Drama\n', 4),  # ends at the next quote, mid-field
+        ('3,Fine,Comedy"\n4,Also Fine,Drama\n', 4),  # closes cleanly: two lines became one record
+    ],
+)
+def test_csv_stray_quote_is_an_error_naming_file_line_and_column(tmp_path: Path, rest: str, end: int) -> None:
+    """A stray quote used to swallow the lines behind it and count as one skipped line."""
+    text = 'item_id,title,genres\n1,Good,Drama\n2,"Bad (2001),Drama\n' + rest
+    _write(tmp_path / "items.csv", text)
+    with pytest.raises(CatalogError) as err:
+        parse_catalog(tmp_path / "items.csv", "csv")
+    msg = str(err.value)
+    assert msg.startswith("items.csv:3: malformed CSV"), msg
+    assert (
+        "the quote at column 3" in msg and f"read on to line {end}" in msg and "Nothing was imported" in msg
+    )
+
+
 def test_detect_format(tmp_path: Path) -> None:
     assert detect_format(ML) == "movielens"
     assert detect_format(ML / "movies.csv") == "movielens"
