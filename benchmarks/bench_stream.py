@@ -13,16 +13,26 @@ For each worker count, in a private world (scratch database, fresh topics, own c
    ``--seconds`` and read the workers' ``lambdarec_stream_event_to_profile_seconds`` histograms
    (Kafka record time -> Postgres commit): p50 / p99, interpolated within buckets.
 
-Also prints where a batch's time goes (``lambdarec_stream_batch_stage_seconds``).
+Also prints the mean batch size and where a batch's time goes
+(``lambdarec_stream_batch_stage_seconds``).
 
-Measured on the shared 2-core dev box (load average 8-12 from other work during the runs, so
-the workers got a fraction of a core each; 40k events, 20k Zipf users, dim 768, rank 10,
-6 partitions, RocksDB store): 1 worker 1.8-2.6k events/s end to end (6-7.8k events per
-worker-CPU-second), 2 workers 4.3k events/s (8.1k per worker-CPU-s); latency at half that rate
-p50 0.3-0.6 s, p99 0.7-2.0 s. Batch time: Postgres ~40%, compute ~18%, changelog ~16%, state
-load ~10%. Below that, faust's own consumer loop costs ~50 µs CPU per record (two asyncio tasks
-per message in ``Consumer._drain_messages``), i.e. a ceiling near 15-20k records per CPU-second
-before any processing.
+Batch delivery (``streams/consumer.py``), 2026-11-25, shared 2-core box (load 3.5-4.5 from other
+work), 40k events, 20k Zipf users, dim 768, rank 10, 6 partitions, RocksDB; baseline = the
+per-record faust path (7d3843d) run back to back with ``PYTHONPATH`` at that tree:
+
+* 1 worker: 12.4k events/s end to end vs 6.3k (19.4k vs 9.0k events per worker-CPU-second;
+  another pair: 7.4k vs 3.8k/s, 20.9k vs 8.4k per CPU-s);
+* 2 workers: 9.8k events/s, 17.3k per worker-CPU-s, p50 140 / p99 596 ms at 4.9k/s (the
+  baseline stalled after an offset hole and never finished its throughput run);
+* latency, 1 worker, fixed rate: at 4,000/s p50 92 / p99 270 ms (baseline p50 1.55 / p99
+  2.9 s); at 5,000/s p50 152 / p99 549 ms; at 6,200/s p99 2.9 s (behind): sustained with
+  p99 < 1 s is ~5k events/s on that loaded box (``docs/speed_layer.md``).
+
+Where a worker's CPU goes now (py-spy, 100k events): our batch step ~78 % (apply_batch ~39 %,
+changelog writes ~10 %, decode ~8 %, Postgres client ~8 %, Redis ~4 %), the consumer ~13 %
+(building faust Messages ~7 %, aiokafka's record parsing in its thread ~6 %); faust's
+per-record machinery (~35 % before) is gone. Before: faust's own consumer loop cost ~50 µs of
+CPU per record (two asyncio tasks per message in ``Consumer._drain_messages``).
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ _BUCKET = re.compile(
     r'^lambdarec_stream_event_to_profile_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} (\S+)$', re.M
 )
 _STAGE = re.compile(r'^lambdarec_stream_batch_stage_seconds_sum\{[^}]*stage="([^"]+)"[^}]*\} (\S+)$', re.M)
+_BATCHES = re.compile(r"^lambdarec_stream_batch_size_(sum|count)\{[^}]*\} (\S+)$", re.M)
 
 
 def buckets(workers: list[Worker]) -> dict[float, float]:
@@ -137,9 +148,13 @@ def run(n_workers: int, args: argparse.Namespace) -> dict[str, float]:
         time.sleep(0.5)
         h1 = buckets(workers)
         stages: dict[str, float] = defaultdict(float)
+        sizes: dict[str, float] = defaultdict(float)
         for w in workers:
-            for name, v in _STAGE.findall(w.metrics()):
+            text = w.metrics()
+            for name, v in _STAGE.findall(text):
                 stages[name] += float(v)
+            for name, v in _BATCHES.findall(text):
+                sizes[name] += float(v)
         return {
             "workers": n_workers,
             "events": len(events),
@@ -151,6 +166,7 @@ def run(n_workers: int, args: argparse.Namespace) -> dict[str, float]:
             "latency_rate": rate,
             "p50_ms": 1000 * quantile(h0, h1, 0.50),
             "p99_ms": 1000 * quantile(h0, h1, 0.99),
+            "mean_batch": sizes["sum"] / sizes["count"] if sizes["count"] else float("nan"),
             **{f"stage_{k}_s": v for k, v in stages.items()},
         }
 
@@ -182,7 +198,10 @@ def main() -> None:
         )
         stages = {k[6:-2]: v for k, v in r.items() if k.startswith("stage_")}
         total = stages.pop("total", 0.0) or 1.0
-        print("  batch time: " + ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in sorted(stages.items())))
+        print(
+            f"  mean batch {r['mean_batch']:,.0f} events; batch time: "
+            + ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in sorted(stages.items()))
+        )
         print(f"  load now {psutil.getloadavg()[0]:.1f}")
         print("BENCH_RESULT " + json.dumps({"bench": "stream", **r}), flush=True)
 

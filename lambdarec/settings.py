@@ -334,8 +334,8 @@ class StreamSettings(BaseModel):
 
     ``app_id`` is the faust app id, hence the Kafka consumer group shared by all workers and the
     prefix of the state changelog topics: change it and the workers start over from an empty
-    state. Events are processed in batches of up to ``batch_size`` or every
-    ``flush_interval_sec`` (one Postgres transaction per batch). The content taste vector decays
+    state. Events are processed in batches of whatever the consumer has fetched, up to
+    ``batch_size`` (one Postgres transaction per batch; no wait to fill one). The content taste vector decays
     with ``half_life_days`` of event time; ``event_weights``/``rate_weight`` weigh it (``None``:
     the batch layer's, so both layers read events alike). The ALS fold-in always uses the batch
     weights, because it must agree with how the model it folds into was trained.
@@ -347,9 +347,6 @@ class StreamSettings(BaseModel):
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535, description="faust web: /metrics for Prometheus")
     batch_size: int = Field(5000, ge=1, description="events per Postgres transaction (at most)")
-    flush_interval_sec: float = Field(
-        0.1, gt=0, description="flush a partial batch after this (the floor of event-to-profile latency)"
-    )
     commit_interval_sec: float = Field(1.0, gt=0, description="Kafka offset commit interval")
     dedupe_window: int = Field(128, ge=1, description="recent event ids remembered per user")
     half_life_days: float = Field(30.0, gt=0, description="taste vector decay (event time)")

@@ -1,6 +1,12 @@
 """The speed layer's faust app, built once: ``build_app(settings)``; run by ``lambdarec stream worker``.
 
-What it does with each batch of the ``interactions`` topic (agent ``profile_updater``):
+How records arrive: the app is a :class:`streams.consumer.BatchApp`. Its consumer hands each
+fetch's ``interactions`` records to the task ``profile_updater`` as one list (``BatchFeed``),
+instead of faust's per-record agent/stream path (two asyncio tasks, conductor, stream buffer
+and an ack per record: about a third of the worker's CPU). The topic is still subscribed
+through faust's conductor, so the assignor co-partitions it with the table.
+
+What it does with each batch (whatever arrived meanwhile, at most ``stream.batch_size``):
 
 1. decode every record through ``streams.dead_letters`` (bad ones go to the DLQ, with origin);
 2. load the users' state from the table ``user_profile_state`` (changelog-backed, RocksDB or
@@ -10,7 +16,7 @@ What it does with each batch of the ``interactions`` topic (agent ``profile_upda
    (``streams/sinks/postgres.py``; idempotent statements);
 4. bump the users' cache versions in Redis (``schemas/cache_keys.py``);
 5. store the new states (changelog records acknowledged by Kafka) and only then **commit** the
-   batch's offsets ourselves (``SpeedLayer.commit``).
+   batch's offsets ourselves (``SpeedLayer.commit`` -> ``BatchConsumer.commit_offsets``).
 
 A crash anywhere before 5 redelivers the batch: the states still say "not applied", Postgres
 ignores rows it already has and counts only rows it inserts, and the vectors are recomputed from
@@ -19,10 +25,14 @@ the state. At-least-once delivery plus idempotent writes = every event reflected
 Why we commit offsets ourselves instead of through faust's acks: faust derives the commit from
 the set of acked offsets and its gap bookkeeping, which is known to stall for good after a
 rebalance or recovery (faust-streaming#596, #527) and, the other way, to commit past a record
-still in flight (#606). Our agent processes each partition in order, one batch at a time, so
-"the offset after the last record of the batch" is exactly what is safe to commit; we still ack
-(faust's rebalance waits for acks). A partition whose records arrive with a hole (a record
-skipped by a seek race) is sought back to the first missing offset, never committed past it.
+still in flight (#606). We process each partition in order, one batch at a time, so "the
+offset after the last record of the batch" is exactly what is safe to commit. faust does not
+track our records (no acks); instead a rebalance waits for the batch in flight
+(``BatchConsumer.wait_empty``), so it commits before its partitions move. A partition whose
+records arrive with a hole (a record skipped by a seek race) is sought back to the first
+missing offset, never committed past it. A rebalance drops the batches queued on the feed (faust
+seeks back to the committed offsets) and bumps a generation counter, so a batch in flight across
+it leaves no stale expectations behind.
 
 A failed batch is retried with backoff. Transient failures (a dependency down) are retried
 forever: nothing is skipped. A batch failing ``max_batch_failures`` times for another reason is
@@ -30,8 +40,8 @@ applied record by record, and a record that fails alone that often is dead-lette
 (``processing_failed``, with its bytes and origin) so one poison record cannot stop a partition.
 
 Also: a timer runs ``rt_interactions_maintain()`` (``partition_maintenance``, on the leader), a
-task follows ``model-updates`` (``streams/models.py``), a timer publishes consumer lag, and the
-web server serves ``/metrics``.
+watcher follows ``model-updates`` (``streams/models.py``), a timer publishes consumer lag, and
+the web server serves ``/metrics``.
 
 Several workers share the partitions (same ``stream.app_id`` = consumer group); each needs its
 own web port, and its own table directory (derived from the port).
@@ -46,20 +56,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 import numpy as np
 import psycopg
 import redis.exceptions
 from confluent_kafka import KafkaException, Producer
-from faust.types import TP
+from faust.types import TP, Message
 from prometheus_client import generate_latest
 
 from lambdarec.settings import Settings
 from schemas.dead_letters import Reason
 from schemas.topics import INTERACTIONS, producer_config, topic_name
 from streams import metrics as m
+from streams.consumer import BatchApp, BatchConsumer, BatchFeed
 from streams.dead_letters import DeadLetter, decode_event, dlq_topic, publish_dead_letter
 from streams.embeddings import EmbeddingCache
 from streams.models import ModelHolder, watch_model_updates
@@ -137,9 +148,23 @@ class SpeedLayer:
     _seek_target: dict[TP, int] = field(default_factory=dict)
 
     # ------------------------------------------------------------------------------- one batch
-    async def process(self, events: Sequence[Any]) -> Sequence[Any]:
-        """Process one batch until it succeeded, then commit its offsets; returns the records
-        processed (records after a hole are dropped: they come again)."""
+    async def run(self, feed: BatchFeed) -> None:
+        """Process the source topic's batches as the consumer delivers them, one at a time.
+
+        No waiting to fill a batch: whatever arrived while the previous batch was processed is
+        the next batch (up to ``stream.batch_size``), so batches grow with the load and an
+        event waits for at most one batch ahead of it."""
+        max_records = self.settings.stream.batch_size
+        while True:
+            batch = await feed.get(max_records)
+            try:
+                await self.process(batch)
+            finally:
+                feed.done()
+
+    async def process(self, events: Sequence[Message]) -> Sequence[Message]:
+        """Process one batch of source records until it succeeded, then commit its offsets;
+        returns the records processed (records after a hole are dropped: they come again)."""
         t0 = time.monotonic()
         generation = self._generation
         events = await self._without_holes(events)
@@ -148,15 +173,14 @@ class SpeedLayer:
         if not await self._retry(events, self.max_failures):
             await self._one_by_one(events)
         await self.commit(events, remember=generation == self._generation)
-        for ev in events:
-            msg = ev.message
+        for msg in events:
             self.positions[msg.partition] = max(self.positions.get(msg.partition, 0), msg.offset + 1)
         self.update_lag()
         m.BATCH_SIZE.labels(AGENT).observe(len(events))
         m.STAGE_SECONDS.labels(AGENT, "total").observe(time.monotonic() - t0)
         return events
 
-    async def _retry(self, events: Sequence[Any], max_failures: int) -> bool:
+    async def _retry(self, events: Sequence[Message], max_failures: int) -> bool:
         """Apply ``events``; True once done, False after ``max_failures`` non-transient failures."""
         items, letters, last_event = self._decode(events)
         delay, failures = 0.2, 0
@@ -177,12 +201,11 @@ class SpeedLayer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF_SEC)
 
-    async def _one_by_one(self, events: Sequence[Any]) -> None:
+    async def _one_by_one(self, events: Sequence[Message]) -> None:
         """Find the poison: apply each record alone; dead-letter those that keep failing."""
-        for ev in events:
-            if await self._retry([ev], self.max_failures):
+        for msg in events:
+            if await self._retry([msg], self.max_failures):
                 continue
-            msg = ev.message
             letter = DeadLetter(
                 reason=Reason.PROCESSING_FAILED,
                 error=f"the speed layer failed to apply this record {self.max_failures} times",
@@ -206,7 +229,7 @@ class SpeedLayer:
             m.EVENTS.labels(AGENT, "dead_letter").inc()
 
     # ------------------------------------------------------------------------------- offsets
-    async def _without_holes(self, events: Sequence[Any]) -> Sequence[Any]:
+    async def _without_holes(self, events: Sequence[Message]) -> Sequence[Message]:
         """Drop (and re-fetch) the records of a partition that arrive after a hole.
 
         Records come in offset order per partition. An offset at or below the expected one is
@@ -218,13 +241,13 @@ class SpeedLayer:
         its offsets have no gaps of their own.
         """
         expected = {tp: off for tp, off in self.next_offset.items() if off is not None}
-        keep: list[Any] = []
+        keep: list[Message] = []
         seek: dict[TP, int] = {}
-        for ev in events:
-            tp, off = ev.message.tp, ev.message.offset
+        for msg in events:
+            tp, off = msg.tp, msg.offset
             want = expected.get(tp)
             if want is None or off <= want:
-                keep.append(ev)
+                keep.append(msg)
                 if want is None or off == want:
                     expected[tp] = off + 1
                     self._seek_target.pop(tp, None)
@@ -238,18 +261,17 @@ class SpeedLayer:
             await self.app.consumer.seek(tp, off)
         return keep if len(keep) != len(events) else events
 
-    async def commit(self, events: Sequence[Any], *, remember: bool = True) -> None:
+    async def commit(self, events: Sequence[Message], *, remember: bool = True) -> None:
         """Commit, per partition, the offset after the batch's last record (see the module doc);
         ``remember``: also expect the next records there (not after a rebalance mid-batch)."""
         offsets: dict[TP, int] = {}
-        for ev in events:
-            msg = ev.message
+        for msg in events:
             offsets[msg.tp] = max(offsets.get(msg.tp, 0), msg.offset + 1)
         if remember:
             self.next_offset.update(offsets)
-        # faust's own commit step (flush the producer, commit, tell the tables); it drops
-        # partitions revoked meanwhile: their new owner re-applies them (idempotent)
-        await self.app.consumer._commit_offsets(offsets)
+        # BatchConsumer.commit_offsets: faust's commit step; it drops partitions revoked
+        # meanwhile (their new owner re-applies them: idempotent)
+        await cast(BatchConsumer, self.app.consumer).commit_offsets(offsets)
 
     def forget(self, tps: Any) -> None:
         """Partitions revoked or (re)assigned: where they resume is the group's committed offset."""
@@ -259,8 +281,9 @@ class SpeedLayer:
             self._seek_target.pop(tp, None)
 
     def start_model_watcher(self, registry_fallback: Any) -> None:
-        """Follow model-updates from the agent's start on (not as an app task: faust starts those
-        only after table recovery, which after a crash outlasts the agent's wait for a model)."""
+        """Follow model-updates from the first partition assignment on (idempotent), so the model
+        loads while the tables recover: faust starts app tasks, ``profile_updater`` included,
+        only after recovery, which after a crash can take a while."""
         if self._watcher_started:
             return
         self._watcher_started = True
@@ -277,12 +300,13 @@ class SpeedLayer:
 
         self.app.add_future(follow())
 
-    def _decode(self, events: Sequence[Any]) -> tuple[list[Incoming], list[DeadLetter], dict[str, Any]]:
+    def _decode(
+        self, events: Sequence[Message]
+    ) -> tuple[list[Incoming], list[DeadLetter], dict[str, Message]]:
         items: list[Incoming] = []
         letters: list[DeadLetter] = []
-        last_event: dict[str, Any] = {}
-        for ev in events:
-            msg = ev.message
+        last_event: dict[str, Message] = {}
+        for msg in events:
             ts_ms = int(msg.timestamp * 1000) if msg.timestamp else None
             res = decode_event(
                 msg.value,
@@ -296,11 +320,11 @@ class SpeedLayer:
                 letters.append(res)
                 continue
             items.append(Incoming(res, msg.partition, msg.offset, ts_ms))
-            last_event[res.user_id] = ev
+            last_event[res.user_id] = msg
         return items, letters, last_event
 
     async def _process_once(
-        self, items: list[Incoming], letters: list[DeadLetter], last_event: dict[str, Any]
+        self, items: list[Incoming], letters: list[DeadLetter], last_event: dict[str, Message]
     ) -> None:
         stage = time.monotonic()
 
@@ -317,8 +341,8 @@ class SpeedLayer:
         # state of every user in the batch, read in the context of their partition
         table_data = self.table.data
         states: dict[str, UserState] = {}
-        for user, ev in last_event.items():
-            with event_context(ev):
+        for user, msg in last_event.items():
+            with event_context(msg):
                 states[user] = decode_state(table_data.get(user.encode()))
         vectors = await self.embeddings.ensure(unique(it.event.item_id for it in items))
         lap("state")
@@ -342,7 +366,7 @@ class SpeedLayer:
             self._dlq_errors.append(str(err))
 
     async def _store_states(
-        self, result: BatchResult, states: dict[str, UserState], last_event: dict[str, Any]
+        self, result: BatchResult, states: dict[str, UserState], last_event: dict[str, Message]
     ) -> None:
         """Write changed states to the store and the changelog; wait until Kafka has them.
 
@@ -359,13 +383,13 @@ class SpeedLayer:
         send = self.app.producer.send
         futures = []
         for user in result.users:
-            ev = last_event[user]
-            if ev.message.tp not in assigned:
+            msg = last_event[user]
+            if msg.tp not in assigned:
                 continue
             key, value = user.encode(), encode_state(states[user])
-            with event_context(ev):
+            with event_context(msg):
                 table_data[key] = value  # the local store (RocksDB partition of the event)
-            futures.append(await send(topic, key, value, ev.message.partition, None, None))
+            futures.append(await send(topic, key, value, msg.partition, None, None))
         if not futures:
             return
         # Kafka has every record once these resolve; then record how far the local store is
@@ -391,9 +415,7 @@ class SpeedLayer:
             ts = np.fromiter(
                 (it.timestamp_ms or 0 for u in result.users.values() for it in u.events), float, applied
             )
-            hist = m.LATENCY.labels(AGENT)
-            for lat in committed - ts[ts > 0] / 1000.0:
-                hist.observe(max(float(lat), 0.0))
+            m.observe_many(m.LATENCY.labels(AGENT), np.maximum(committed - ts[ts > 0] / 1000.0, 0.0))
 
     # ------------------------------------------------------------------------------- periodic
     def update_lag(self) -> None:
@@ -422,7 +444,7 @@ def build_app(settings: Settings) -> faust.App:
     ``settings``. Nothing connects until the worker starts."""
     st = settings.stream
     wdir = worker_dir(settings)
-    app = faust.App(
+    app = BatchApp(
         st.app_id,
         broker=[f"kafka://{hp.strip()}" for hp in settings.kafka.bootstrap_servers.split(",")],
         store="rocksdb://" if st.store == "rocksdb" else "memory://",
@@ -485,24 +507,28 @@ def build_app(settings: Settings) -> faust.App:
 
     layer.models.on_change = _model_changed
 
-    @app.agent(source, name=AGENT)
-    async def profile_updater(stream: faust.StreamT) -> None:
-        """Batches of interaction records -> Postgres, Redis, state; committed after all three."""
+    # the source is subscribed (and co-partitioned with the table) like an agent's topic, but
+    # its records come as whole fetches on this feed (streams/consumer.py), not one by one
+    feed = app.batch_topic(source)
+
+    @app.task
+    async def profile_updater() -> None:
+        """Batches of interaction records -> Postgres, Redis, state; committed after all three.
+
+        An app task: faust starts it once the tables are recovered (records flow only then)."""
         layer.start_model_watcher(pg.production_model)
         try:  # fold in against the production model from the first batch on (bounded wait)
             await asyncio.wait_for(layer.models.ready.wait(), MODEL_WAIT_SEC)
         except TimeoutError:
             log.warning("no answer from model-updates in %ss; starting without a model", MODEL_WAIT_SEC)
-        # noack_take is on Stream, not on the StreamT protocol faust types agents with
-        batches = stream.noack_take(st.batch_size, within=st.flush_interval_sec)  # type: ignore[attr-defined]
-        async for batch in batches:
-            await layer.process(batch)
-            # every record is acked, also those dropped after a hole (they come again): faust's
-            # rebalance waits for each record it handed out to be acked, and one never acked
-            # stalled the group until the broker expelled the member. Acks only free faust's
-            # bookkeeping; the offsets that count are the ones the layer commits.
-            for ev in batch:
-                await stream.ack(ev)
+        while True:  # an app task that raises stops the worker: restart the loop instead
+            try:
+                await layer.run(feed)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s crashed; restarting in 1s", AGENT)
+                await asyncio.sleep(1.0)
 
     @app.timer(st.maintenance_interval_sec, on_leader=True, name="partition_maintenance")
     async def partition_maintenance() -> None:
@@ -526,6 +552,7 @@ def build_app(settings: Settings) -> faust.App:
     @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         layer.forget(assigned)
+        layer.start_model_watcher(pg.production_model)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
@@ -544,8 +571,9 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     worker_dir(settings).mkdir(parents=True, exist_ok=True)
     from faust.worker import Worker
 
-    Worker(
-        app,
-        loglevel=loglevel,
-        quiet=True,
-    ).execute_from_commandline()
+    worker = Worker(app, loglevel=loglevel, quiet=True)
+    # no terminal spinner: to spin on every log record it sets the root logger to DEBUG, so
+    # every debug call of faust and aiokafka (one per produced record) built a LogRecord that
+    # the handler then dropped (~2 % of the worker's CPU)
+    worker.spinner = None
+    worker.execute_from_commandline()

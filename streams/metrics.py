@@ -19,6 +19,7 @@ out and lets tests build several apps in one process.
 
 from __future__ import annotations
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -58,3 +59,29 @@ MAINTENANCE = Counter("lambdarec_stream_maintenance", "rt partition maintenance 
                       registry=REGISTRY)  # fmt: skip
 FAILURES = Counter("lambdarec_stream_batch_failures", "failed batch attempts", ["agent", "error"],
                    registry=REGISTRY)  # fmt: skip
+
+
+def observe_many(histogram: Histogram, values: np.ndarray) -> None:
+    """``histogram.observe(v)`` for every ``v`` of ``values``, in one pass.
+
+    Why: the latency histogram gets one observation per applied event, and prometheus_client's
+    ``observe`` (a lock and a bucket scan each) was ~2 % of a worker's CPU at 20k events/s. This
+    bins with numpy and bumps each bucket once. It uses the client's bucket list (non-cumulative
+    counts, ``le`` semantics); ``tests/unit/test_stream_consumer.py`` checks it against
+    ``observe``. Falls back to ``observe`` if the client's internals change.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for v in values:
+            histogram.observe(float(v))
+        return
+    if not len(values):
+        return
+    counts = np.bincount(
+        np.searchsorted(np.asarray(bounds, float), values, side="left"), minlength=len(bounds)
+    )
+    for i in np.flatnonzero(counts):
+        buckets[i].inc(int(counts[i]))
+    total.inc(float(values.sum()))

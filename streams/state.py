@@ -103,17 +103,29 @@ def decode_state(raw: bytes | None) -> UserState:
     return UserState(DedupeState(w.part, w.off, w.ids), taste, als)
 
 
+class _MessageEvent:
+    """The part of a faust ``Event`` the table and its store read: ``.message``."""
+
+    __slots__ = ("__weakref__", "message")
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+
+
 @contextmanager
 def event_context(event: Any) -> Iterator[None]:
-    """Make ``event`` faust's current event while reading/writing the table.
+    """Make ``event`` (a faust Event, or a Message: wrapped) faust's current event while
+    reading/writing the table.
 
     Why: a faust table sends a changed key to the changelog partition of the *current event*
     (and the RocksDB store files it under that partition), which keeps the table co-partitioned
     with the source topic whatever partitioner the producers used (librdkafka's default is not
     the Java/aiokafka murmur2). The speed layer writes the state of a whole batch after its
-    Postgres commit, outside per-event iteration, so it sets the user's last event explicitly.
+    Postgres commit, outside per-event iteration, so it sets the user's last record explicitly;
+    it gets Messages in batches (``streams/consumer.py``), not Events, hence the wrapper.
     """
-    token = _current_event.set(weakref.ref(event))
+    current = event if hasattr(event, "message") else _MessageEvent(event)
+    token = _current_event.set(weakref.ref(current))  # type: ignore[arg-type]
     try:
         yield
     finally:

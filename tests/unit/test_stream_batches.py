@@ -41,11 +41,6 @@ class FakeMessage:
         return self.tp.partition
 
 
-@dataclass
-class FakeEvent:
-    message: FakeMessage
-
-
 class FakeProducer:
     """confluent_kafka.Producer's surface that publish_dead_letter and the layer use."""
 
@@ -69,7 +64,7 @@ class FakeConsumer:
         self.commits: list[dict[Any, int]] = []
         self.seeks: list[tuple[Any, int]] = []
 
-    async def _commit_offsets(self, offsets: dict[Any, int]) -> bool:
+    async def commit_offsets(self, offsets: dict[Any, int]) -> bool:
         self.commits.append(dict(offsets))
         return True
 
@@ -91,11 +86,11 @@ class ScriptedLayer(SpeedLayer):
     fail: dict[bytes, BaseException]
     applied: list[list[bytes]]
 
-    def _decode(self, events: Any) -> Any:  # type: ignore[override]
+    def _decode(self, events: Any) -> Any:
         return list(events), [], {}
 
-    async def _process_once(self, items: Any, letters: Any, last_event: Any) -> None:  # type: ignore[override]
-        payloads = [ev.message.value for ev in items]
+    async def _process_once(self, items: Any, letters: Any, last_event: Any) -> None:
+        payloads = [msg.value for msg in items]
         for p in payloads:
             if p in self.fail:
                 raise self.fail[p]
@@ -123,9 +118,9 @@ def _layer(fail: dict[bytes, BaseException] | None = None, max_failures: int = 3
     return layer
 
 
-def _events(partition: int, offsets: range) -> list[FakeEvent]:
+def _events(partition: int, offsets: range) -> list[Any]:
     tp = FakeTP("interactions", partition)
-    return [FakeEvent(FakeMessage(tp, o, f"p{partition}-{o}".encode())) for o in offsets]
+    return [FakeMessage(tp, o, f"p{partition}-{o}".encode()) for o in offsets]
 
 
 @pytest.fixture(autouse=True)
@@ -141,7 +136,7 @@ def test_a_clean_batch_is_applied_once_and_its_offsets_committed() -> None:
     batch = _events(0, range(0, 5)) + _events(1, range(10, 13))
     done = asyncio.run(layer.process(batch))
     assert list(done) == batch
-    assert layer.applied == [[ev.message.value for ev in batch]]
+    assert layer.applied == [[ev.value for ev in batch]]
     assert layer.app.consumer.commits == [{FakeTP("interactions", 0): 5, FakeTP("interactions", 1): 13}]
 
 
@@ -151,7 +146,7 @@ def test_a_poison_record_is_dead_lettered_and_the_rest_applied() -> None:
     batch = _events(0, range(0, 5))
     asyncio.run(layer.process(batch))
     applied = [p for chunk in layer.applied for p in chunk]
-    assert sorted(applied) == sorted(ev.message.value for ev in batch if ev.message.value != poison)
+    assert sorted(applied) == sorted(ev.value for ev in batch if ev.value != poison)
     assert len(layer.dlq.sent) == 1
     topic, value, _ = layer.dlq.sent[0]
     letter = decode_dead_letter(value)
@@ -168,7 +163,7 @@ def test_a_dependency_outage_is_retried_not_dead_lettered() -> None:
         attempts["n"] += 1
         if attempts["n"] <= 6:  # far more than max_failures: transient failures do not count
             raise psycopg.OperationalError("connection refused")
-        layer.applied.append([ev.message.value for ev in items])
+        layer.applied.append([ev.value for ev in items])
 
     layer._process_once = flaky  # type: ignore[method-assign]
     asyncio.run(layer.process(_events(0, range(3))))
@@ -181,7 +176,7 @@ def test_records_after_a_hole_are_dropped_and_the_partition_sought_back() -> Non
     asyncio.run(layer.process(_events(0, range(0, 4))))
     # partition 0 jumps from 4 to 9 (records 4..8 skipped); partition 1 is fine
     done = asyncio.run(layer.process(_events(0, range(9, 12)) + _events(1, range(0, 2))))
-    assert [ev.message.value for ev in done] == [b"p1-0", b"p1-1"]
+    assert [ev.value for ev in done] == [b"p1-0", b"p1-1"]
     assert layer.app.consumer.seeks == [(FakeTP("interactions", 0), 4)]
     assert layer.app.consumer.commits[-1] == {FakeTP("interactions", 1): 2}
     # the re-fetched records, and a redelivery of older ones, are accepted
@@ -211,7 +206,7 @@ def test_stale_records_after_a_hole_do_not_seek_again_and_refetched_ones_pass() 
     # more stale records of the hole, then the re-fetched ones, in one batch
     done = asyncio.run(layer.process(_events(0, range(12, 15)) + _events(0, range(4, 15))))
     assert layer.app.consumer.seeks == [(FakeTP("interactions", 0), 4)]
-    assert [ev.message.offset for ev in done] == list(range(4, 15))
+    assert [ev.offset for ev in done] == list(range(4, 15))
     assert layer.app.consumer.commits[-1] == {FakeTP("interactions", 0): 15}
 
 

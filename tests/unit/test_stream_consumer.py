@@ -1,0 +1,182 @@
+"""The batch-delivery consumer (streams/consumer.py) without a broker: the feed's batching and
+back-pressure, what a rebalance drops and waits for, the wiring into faust's app; and the
+latency histogram's bulk observe (streams/metrics.py).
+
+The drain loop against a real broker is exercised by tests/integration/test_stream_*.py (every
+worker there runs it) and tests/integration/test_stream_consumer.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from faust.types import TP, Message
+
+from streams.consumer import BatchApp, BatchConsumer, BatchFeed, BatchTransport
+from streams.metrics import observe_many
+
+
+def _msgs(partition: int, offsets: range) -> list[Message]:
+    tp = TP("t", partition)
+    # generation 0: a fresh app's consumer_generation_id (no rebalance yet)
+    return [
+        Message("t", partition, o, 0.0, 0, None, None, b"v%d" % o, None, tp=tp, generation_id=0)
+        for o in offsets
+    ]
+
+
+def _offsets(batch: list[Message]) -> list[tuple[int, int]]:
+    return [(m.partition, m.offset) for m in batch]
+
+
+def test_queued_rounds_are_merged_up_to_max_records_and_large_rounds_split() -> None:
+    async def scenario() -> list[list[tuple[int, int]]]:
+        feed = BatchFeed(maxsize=10)
+        feed.put_nowait(_msgs(0, range(0, 3)))
+        feed.put_nowait(_msgs(1, range(0, 4)))
+        feed.put_nowait(_msgs(0, range(3, 12)))
+        out = []
+        for _ in range(3):
+            out.append(_offsets(await feed.get(6)))
+            feed.done()
+        return out
+
+    first, second, third = asyncio.run(scenario())
+    # 3 + 4 > 6: the second round is split, its rest leads the next batch, order kept
+    assert first == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    assert second == [(1, 3), (0, 3), (0, 4), (0, 5), (0, 6), (0, 7)]
+    assert third == [(0, 8), (0, 9), (0, 10), (0, 11)]
+
+
+def test_get_waits_for_a_round_and_marks_the_handler_busy_until_done() -> None:
+    async def scenario() -> None:
+        feed = BatchFeed()
+        assert not feed.busy
+        getter = asyncio.create_task(feed.get(100))
+        await asyncio.sleep(0.01)
+        assert not getter.done()
+        feed.put_nowait(_msgs(0, range(5)))
+        batch = await asyncio.wait_for(getter, 1)
+        assert len(batch) == 5 and feed.busy
+        waiter = asyncio.create_task(feed.wait_idle())
+        await asyncio.sleep(0.01)
+        assert not waiter.done()
+        feed.done()
+        await asyncio.wait_for(waiter, 1)
+        assert not feed.busy
+
+    asyncio.run(scenario())
+
+
+def test_a_full_feed_blocks_the_fetcher_and_clear_drops_only_queued_records() -> None:
+    async def scenario() -> None:
+        feed = BatchFeed(maxsize=1)
+        feed.put_nowait(_msgs(0, range(0, 2)))
+        taken = await feed.get(1)  # one record in flight, one carried over
+        assert _offsets(taken) == [(0, 0)] and feed.pending() == 1
+        feed.put_nowait(_msgs(0, range(2, 4)))
+        assert feed.full() and feed.pending() == 3
+        blocked = asyncio.create_task(feed.put(_msgs(0, range(4, 6))))
+        await asyncio.sleep(0.01)
+        assert not blocked.done()  # the fetcher waits (and aiokafka stops prefetching)
+        feed.clear()
+        await asyncio.wait_for(blocked, 1)  # room again
+        assert feed.busy  # the batch in flight is not the feed's to drop
+        feed.done()
+        assert _offsets(await feed.get(10)) == [(0, 4), (0, 5)]
+
+    asyncio.run(scenario())
+
+
+@pytest.fixture
+def app() -> BatchApp:
+    app = BatchApp("test-batch-consumer", broker="kafka://127.0.0.1:1", web_enabled=False)
+    app.batch_feeds.clear()
+    return app
+
+
+def test_the_app_uses_the_batch_consumer_and_subscribes_the_topic(app: BatchApp) -> None:
+    topic = app.topic("src-a", value_serializer="raw")
+    feed = app.batch_topic(topic)
+    assert isinstance(app.transport, BatchTransport)
+    assert isinstance(app.consumer, BatchConsumer)
+    assert app.consumer.feeds == {"src-a": feed}
+    assert topic in app.topics  # subscribed like an agent's topic, so co-partitioned by faust
+    assert app.batch_topic(topic) is feed
+
+
+def test_stopping_the_flow_drops_queued_batches(app: BatchApp) -> None:
+    feed = app.batch_topic(app.topic("src-b", value_serializer="raw"))
+    feed.put_nowait(_msgs(0, range(3)))
+    consumer = app.consumer
+    assert isinstance(consumer, BatchConsumer)
+    consumer.stop_flow()
+    assert feed.pending() == 0 and not consumer.flow_active
+    consumer.resume_flow()
+
+
+def test_wait_empty_waits_for_the_batch_in_flight(app: BatchApp) -> None:
+    feed = app.batch_topic(app.topic("src-c", value_serializer="raw"))
+
+    async def scenario() -> None:
+        feed.put_nowait(_msgs(0, range(3)))
+        await feed.get(10)  # the handler took a batch
+        waiting = asyncio.create_task(app.consumer.wait_empty())
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        feed.done()
+        await asyncio.wait_for(waiting, 5)
+
+    async def no_commit(*args: object, **kwargs: object) -> bool:
+        return False
+
+    app.consumer.commit = no_commit  # type: ignore[method-assign]  # faust's end-of-wait commit
+    asyncio.run(scenario())
+
+
+def test_observe_many_counts_like_observe() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    reg = CollectorRegistry()
+    one = Histogram("one", "x", buckets=(0.1, 0.5, 1.0), registry=reg)
+    many = Histogram("many", "x", buckets=(0.1, 0.5, 1.0), registry=reg)
+    values = np.array([0.0, 0.1, 0.1000001, 0.3, 0.5, 0.9, 1.0, 7.0, 0.05])
+    for v in values:
+        one.observe(float(v))
+    observe_many(many, values)
+    observe_many(many, values[:0])
+
+    def samples(name: str) -> list[tuple[str, dict[str, str], float]]:
+        return [
+            (s.name.removeprefix(name), s.labels, s.value)
+            for metric in reg.collect()
+            if metric.name == name
+            for s in metric.samples
+            if not s.name.endswith("_created")
+        ]
+
+    got, want = samples("many"), samples("one")
+    assert [(n, labels) for n, labels, _ in got] == [(n, labels) for n, labels, _ in want]
+    assert [v for *_, v in got] == pytest.approx([v for *_, v in want])
+    assert dict((n + labels.get("le", ""), v) for n, labels, v in got)["_bucket0.1"] == 3
+
+
+def test_records_fetched_before_a_rebalance_are_dropped_when_taken() -> None:
+    generation = {"now": 1}
+
+    def stamped(partition: int, offsets: range, gen: int) -> list[Message]:
+        msgs = _msgs(partition, offsets)
+        for m in msgs:
+            m.generation_id = gen
+        return msgs
+
+    async def scenario() -> list[tuple[int, int]]:
+        feed = BatchFeed(generation=lambda: generation["now"])
+        feed.put_nowait(stamped(0, range(0, 3), 1))  # slipped in after the clear() of a rebalance
+        generation["now"] = 2
+        feed.put_nowait(stamped(0, range(0, 2), 2))  # fetched again after the assignment
+        return _offsets(await feed.get(10))
+
+    assert asyncio.run(scenario()) == [(0, 0), (0, 1)]
