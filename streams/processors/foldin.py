@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from streams.processors.taste import segment_sums
+
 
 @dataclass(frozen=True)
 class FoldInModel:
@@ -88,23 +90,6 @@ def _effective(model: FoldInModel, r: float) -> float:
     return min(r, model.max_confidence) if r > 0 else 0.0
 
 
-def _apply(state: AlsState, model: FoldInModel, item: str, r_old: float, r_new: float) -> None:
-    row = model.item_index.get(item)
-    if row is None:
-        return
-    e_old, e_new = _effective(model, r_old), _effective(model, r_new)
-    if e_old == e_new:
-        return
-    y = model.Y[row]
-    assert state.A is not None and state.b is not None
-    da = model.alpha * (e_new - e_old)
-    state.A += da * np.outer(y, y)
-    # b gets (1 + alpha·e)·y for a positive item, nothing otherwise
-    db = (1.0 + model.alpha * e_new if e_new > 0 else 0.0) - (1.0 + model.alpha * e_old if e_old > 0 else 0.0)
-    state.b += db * y
-    state.n_pos += (e_new > 0) - (e_old > 0)
-
-
 def rebuild(state: AlsState, model: FoldInModel) -> None:
     """Recompute ``A``/``b``/``n_pos`` for ``model`` from ``pairs`` (after a model change)."""
     k = model.rank
@@ -137,25 +122,75 @@ def add_interactions(
     With ``model`` None (no production model yet) only ``pairs`` are kept, so the factors can be
     computed as soon as a model arrives.
     """
-    if model is None:
-        # A/b can no longer follow pairs: mark them stale, the next solve rebuilds them
-        state.model_version, state.A, state.b, state.n_pos = None, None, None, 0
-    elif state.model_version != model.version:
-        rebuild(state, model)
-    pairs = state.pairs
-    for item, w in zip(items, weights, strict=True):
-        if w == 0.0:
+    add_interactions_many([state], model, [items], [weights], max_pairs=max_pairs)
+
+
+def add_interactions_many(
+    states: Sequence[AlsState],
+    model: FoldInModel | None,
+    items: Sequence[Sequence[str]],
+    weights: Sequence[Sequence[float]],
+    *,
+    max_pairs: int,
+) -> None:
+    """:func:`add_interactions` for many users at once (``items[j]``/``weights[j]`` go to ``states[j]``).
+
+    Why this shape: an item's contribution to ``A``/``b`` is linear in its effective confidence,
+    so the successive swaps of one batch telescope to "final minus initial" per (user, item).
+    Only ``pairs`` (a dict) is walked in Python; the O(k²) updates of every user of the batch are
+    then one stacked array operation instead of an ``np.outer`` per event.
+    """
+    changes: list[tuple[int, int, float, float]] = []  # (user j, item row, e before, e after)
+    index = model.item_index if model is not None else None
+    cap = model.max_confidence if model is not None else 0.0
+    for j, (state, its, ws) in enumerate(zip(states, items, weights, strict=True)):
+        if model is None:
+            # A/b can no longer follow pairs: mark them stale, the next solve rebuilds them
+            state.model_version, state.A, state.b, state.n_pos = None, None, None, 0
+        elif state.model_version != model.version:
+            rebuild(state, model)
+        pairs = state.pairs
+        before: dict[str, float] = {}  # r of each touched item before this batch
+        for item, w in zip(its, ws, strict=True):
+            if w == 0.0:
+                continue
+            r_old = pairs.pop(item, 0.0)  # pop + insert = move to the most recent end
+            before.setdefault(item, r_old)
+            pairs[item] = r_old + w
+            while len(pairs) > max_pairs:
+                oldest = next(iter(pairs))
+                before.setdefault(oldest, pairs.pop(oldest))
+        if index is None:
             continue
-        r_old = pairs.pop(item, 0.0)  # pop + insert = move to the most recent end
-        r_new = r_old + w
-        pairs[item] = r_new
-        if model is not None:
-            _apply(state, model, item, r_old, r_new)
-        while len(pairs) > max_pairs:
-            oldest = next(iter(pairs))
-            r_gone = pairs.pop(oldest)
-            if model is not None:
-                _apply(state, model, oldest, r_gone, 0.0)
+        for item, r0 in before.items():
+            row = index.get(item)
+            if row is None:
+                continue
+            r1 = pairs.get(item, 0.0)
+            # _effective, inlined (the hot loop of a batch)
+            e0 = (r0 if r0 < cap else cap) if r0 > 0 else 0.0
+            e1 = (r1 if r1 < cap else cap) if r1 > 0 else 0.0
+            if e0 != e1:
+                changes.append((j, row, e0, e1))
+    if model is None or not changes:
+        return
+    ch = np.array(changes)
+    u, rows, old, new = ch[:, 0].astype(np.intp), ch[:, 1].astype(np.intp), ch[:, 2], ch[:, 3]
+    Yr = model.Y[rows]
+    da = model.alpha * (new - old)
+    # b gets (1 + alpha·e)·y for a positive item, nothing otherwise
+    db = np.where(new > 0, 1.0 + model.alpha * new, 0.0) - np.where(old > 0, 1.0 + model.alpha * old, 0.0)
+    dn = (new > 0).astype(np.int64) - (old > 0)
+    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])  # users' changes are contiguous
+    dA = segment_sums(da, Yr[:, :, None] * Yr[:, None, :], starts)
+    dB = segment_sums(db, Yr, starts)
+    dN = np.add.reduceat(dn, starts)
+    for n, j in enumerate(u[starts].tolist()):
+        s = states[j]
+        assert s.A is not None and s.b is not None
+        s.A = s.A + dA[n]
+        s.b = s.b + dB[n]
+        s.n_pos += int(dN[n])
 
 
 def solve(states: Sequence[AlsState], model: FoldInModel) -> list[np.ndarray | None]:
@@ -173,15 +208,13 @@ def solve(states: Sequence[AlsState], model: FoldInModel) -> list[np.ndarray | N
     if not idx:
         return out
     k = model.rank
-    eye = np.eye(k)
-    A = np.empty((len(idx), k, k))
-    b = np.empty((len(idx), k))
-    for j, n in enumerate(idx):
-        s = states[n]
-        assert s.A is not None and s.b is not None
-        lam = model.reg * (s.n_pos if model.scale_reg else 1.0)
-        A[j] = model.YtY + s.A + lam * eye
-        b[j] = s.b
+    chosen = [states[n] for n in idx]
+    n_pos = np.fromiter((s.n_pos for s in chosen), np.float64, len(chosen))
+    lam = model.reg * (n_pos if model.scale_reg else np.ones_like(n_pos))
+    A = np.stack([s.A for s in chosen])  # type: ignore[misc]
+    A += model.YtY
+    A[:, np.arange(k), np.arange(k)] += lam[:, None]
+    b = np.stack([s.b for s in chosen])  # type: ignore[misc]
     x = np.linalg.solve(A, b[:, :, None])[:, :, 0].astype(np.float32)
     for j, n in enumerate(idx):
         out[n] = x[j]

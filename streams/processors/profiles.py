@@ -9,7 +9,10 @@ Per user, in offset order: dedupe (:mod:`.dedupe`), then the applied events upda
 sums (:mod:`.taste`) and the fold-in state (:mod:`.foldin`). The new vectors are computed once
 per user per batch (the fold-in solves of all users in one batched ``np.linalg.solve``), which
 is what makes batching cheaper than per-event updates: a user with 20 events in a batch costs
-one solve, not 20.
+one solve, not 20. Only the per-event bookkeeping (dedupe, weights, the ``item -> r`` map) is a
+Python loop; the vector arithmetic of the whole batch is a few array operations
+(:func:`.taste.add_events_many`, :func:`.foldin.add_interactions_many`), with the same result as
+event-by-event updates up to float rounding (``tests/unit/test_stream_processors.py``).
 """
 
 from __future__ import annotations
@@ -99,46 +102,70 @@ def apply_batch(
     touched: list[UserUpdate] = []
     touched_states: list[UserState] = []
     tw, cw = config.taste_weights, config.confidence_weights
+    window = config.dedupe_window
+    # the taste events of all users, owner = index into ``touched`` (contiguous per user)
+    t_owner: list[int] = []
+    t_w: list[float] = []
+    t_t: list[float] = []
+    t_e: list[np.ndarray] = []
+    c_items: list[list[str]] = []
+    c_weights: list[list[float]] = []
+    # (type, rating) -> (taste weight, confidence weight): a handful of distinct pairs per batch
+    weights: dict[tuple[str, float | None], tuple[float, float]] = {}
     for user_id, user_items in group_by_user(items).items():
         state = states.get(user_id)
         if state is None:
             state = states[user_id] = UserState()
-        applied = [
-            it
-            for it in user_items
-            if accept(state.dedupe, it.event.event_id.bytes, it.partition, it.offset, config.dedupe_window)
-        ]
+        dd = state.dedupe
+        j = len(touched)
+        applied: list[Incoming] = []
+        items_c: list[str] = []
+        w_c: list[float] = []
+        for it in user_items:
+            ev = it.event
+            if not accept(dd, ev.event_id.bytes, it.partition, it.offset, window):
+                continue
+            applied.append(it)
+            key = (ev.type, ev.rating)
+            wt = weights.get(key)
+            if wt is None:
+                wt = weights[key] = (tw.of(*key), cw.of(*key))
+            item = ev.item_id
+            if wt[0] != 0.0:
+                emb = embeddings.get(item)
+                if emb is not None:
+                    t_owner.append(j)
+                    t_w.append(wt[0])
+                    t_t.append(ev.occurred_at.timestamp())
+                    t_e.append(emb)
+            items_c.append(item)
+            w_c.append(wt[1])
         result.duplicates += len(user_items) - len(applied)
         if not applied:
             continue
-        w_t, t_t, e_t = [], [], []
-        items_c, w_c = [], []
-        for it in applied:
-            ev = it.event
-            rating = ev.rating
-            emb = embeddings.get(ev.item_id)
-            if emb is not None:
-                w = tw.of(ev.type, rating)
-                if w != 0.0:
-                    w_t.append(w)
-                    t_t.append(ev.occurred_at.timestamp())
-                    e_t.append(emb)
-            items_c.append(ev.item_id)
-            w_c.append(cw.of(ev.type, rating))
-        if w_t:
-            taste.add_events(
-                state.taste,
-                np.asarray(w_t),
-                np.asarray(t_t),
-                np.asarray(e_t, dtype=np.float64),
-                half_life_sec=config.half_life_sec,
-            )
-        foldin.add_interactions(state.als, model, items_c, w_c, max_pairs=config.max_pairs)
-        upd = UserUpdate(user_id, applied, taste.mean(state.taste))
+        c_items.append(items_c)
+        c_weights.append(w_c)
+        upd = UserUpdate(user_id, applied)
         result.users[user_id] = upd
         touched.append(upd)
         touched_states.append(state)
-    if model is not None and touched:
-        for upd, x in zip(touched, foldin.solve([s.als for s in touched_states], model), strict=True):
+    if not touched:
+        return result
+    taste_states = [s.taste for s in touched_states]
+    if t_w:
+        taste.add_events_many(
+            taste_states,
+            np.asarray(t_owner),
+            np.asarray(t_w),
+            np.asarray(t_t),
+            np.asarray(t_e, dtype=np.float64),
+            half_life_sec=config.half_life_sec,
+        )
+    for upd, vec in zip(touched, taste.means(taste_states), strict=True):
+        upd.taste = vec
+    als_states = [s.als for s in touched_states]
+    foldin.add_interactions_many(als_states, model, c_items, c_weights, max_pairs=config.max_pairs)
+    if model is not None:
+        for upd, x in zip(touched, foldin.solve(als_states, model), strict=True):
             upd.als, upd.als_version = x, (model.version if x is not None else None)
     return result

@@ -1,7 +1,10 @@
 """Invalidate users' cached recommendations after their new events are committed.
 
 One ``INCR rec:ver:{user}`` per user (key scheme: ``schemas/cache_keys.py``) invalidates every
-(variant, filter) list serving cached for them, sent as one pipelined round trip per batch.
+(variant, filter) list serving cached for them. All of a batch's users go in **one** command, a
+server-side script looping ``INCR`` over its keys (``EVALSHA``; redis-py loads the script again
+after a ``NOSCRIPT``): a pipeline of one ``INCR`` per user cost ~3 µs of worker CPU per user in
+redis-py's command packing, the script's single command a fraction of that.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ import redis.asyncio as aioredis
 
 from schemas.cache_keys import version_key
 
+#: INCR every key given (as KEYS, as Redis wants a script's keys declared); returns how many
+_INCR_ALL = "for _, k in ipairs(KEYS) do redis.call('INCR', k) end return #KEYS"
+
 
 class CacheInvalidator:
     """Bumps cache versions. Runs after the Postgres commit, so a serve that misses the cache
@@ -19,14 +25,12 @@ class CacheInvalidator:
 
     def __init__(self, url: str) -> None:
         self.client = aioredis.from_url(url)
+        self._incr_all = self.client.register_script(_INCR_ALL)
 
     async def invalidate(self, user_ids: Collection[str]) -> None:
         if not user_ids:
             return
-        async with self.client.pipeline(transaction=False) as pipe:
-            for u in user_ids:
-                pipe.incr(version_key(u))
-            await pipe.execute()
+        await self._incr_all(keys=[version_key(u) for u in user_ids])
 
     async def close(self) -> None:
         await self.client.aclose()

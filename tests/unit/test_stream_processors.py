@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from schemas.events import EventType, InteractionEvent
+from streams import state as state_mod
 from streams.processors import foldin, taste
 from streams.processors.dedupe import DedupeState, accept
 from streams.processors.profiles import Incoming, ProfileConfig, apply_batch, group_by_user
@@ -294,3 +295,92 @@ def test_state_codec_round_trip() -> None:
             np.testing.assert_allclose(back.taste.vsum, s.taste.vsum, rtol=1e-6)
     assert decode_state(None) == UserState() or decode_state(None).taste.vsum is None
     assert decode_state(b"\x00garbage").als.pairs == {}
+
+
+# ------------------------------------------------------------------------------ batched updates
+def test_taste_add_events_many_equals_one_user_at_a_time() -> None:
+    rng = np.random.default_rng(7)
+    h, dim = 2 * DAY, 6
+    one = [taste.TasteState() for _ in range(4)]
+    many = [taste.TasteState() for _ in range(4)]
+    for round_ in range(3):
+        owner = np.sort(rng.choice([0, 1, 3], 20))  # user 2 gets nothing
+        w = rng.choice([1.0, 4.0, -4.0], 20)
+        t = rng.uniform(0, 30 * DAY, 20) + round_ * DAY
+        e = rng.normal(size=(20, dim))
+        for j in range(4):
+            sel = owner == j
+            if sel.any():
+                taste.add_events(one[j], w[sel], t[sel], e[sel], half_life_sec=h)
+        taste.add_events_many(many, owner, w, t, e, half_life_sec=h)
+    for a, b, m in zip(one, many, taste.means(many), strict=True):
+        assert (a.vsum is None) == (b.vsum is None) == (m is None)
+        if a.vsum is not None:
+            np.testing.assert_allclose(b.vsum, a.vsum, rtol=1e-12)
+            assert b.wsum == pytest.approx(a.wsum) and b.ts == a.ts
+            np.testing.assert_allclose(m, taste.mean(a), rtol=1e-6)
+
+
+@pytest.mark.parametrize("max_pairs", [3, 1000])
+def test_foldin_add_interactions_many_equals_event_by_event(max_pairs: int) -> None:
+    model = _model(n_items=30)
+    rnd = random.Random(11)
+    histories = [
+        [
+            (f"i{rnd.randrange(35)}", rnd.choice([1.0, 2.0, 4.0, -4.0, 0.0]))
+            for _ in range(rnd.randrange(0, 25))
+        ]
+        for _ in range(5)
+    ]
+    seq = [foldin.AlsState() for _ in histories]
+    for s, hist in zip(seq, histories, strict=True):
+        for item, w in hist:  # one event at a time: the definition
+            foldin.add_interactions(s, model, [item], [w], max_pairs=max_pairs)
+    batched = [foldin.AlsState() for _ in histories]
+    for half in (slice(0, 12), slice(12, None)):
+        part = [h[half] for h in histories]
+        foldin.add_interactions_many(
+            batched,
+            model,
+            [[i for i, _ in h] for h in part],
+            [[w for _, w in h] for h in part],
+            max_pairs=max_pairs,
+        )
+    for a, b in zip(seq, batched, strict=True):
+        assert list(a.pairs.items()) == list(b.pairs.items()) and a.n_pos == b.n_pos
+        if a.A is not None:
+            np.testing.assert_allclose(b.A, a.A, atol=1e-12)
+            np.testing.assert_allclose(b.b, a.b, atol=1e-12)
+    for xa, xb in zip(foldin.solve(seq, model), foldin.solve(batched, model), strict=True):
+        if xa is None:
+            assert xb is None
+        else:
+            np.testing.assert_allclose(xb, xa, rtol=1e-5, atol=1e-6)
+
+
+def test_state_codec_big_pairs_memo_hands_out_copies() -> None:
+    s = UserState()
+    s.als.pairs = {f"item-{i}": float(i % 5 - 1) for i in range(500)}  # far above the memo threshold
+    raw = encode_state(s)
+    first = decode_state(raw)
+    assert first.als.pairs == s.als.pairs and list(first.als.pairs) == list(s.als.pairs)
+    first.als.pairs.clear()  # what a batch does to its copy must not leak into the next decode
+    s.als.pairs["item-0"] = 99.0  # nor what happens to the encoded object afterwards
+    again = decode_state(raw)
+    assert len(again.als.pairs) == 500 and again.als.pairs["item-0"] == -1.0
+    # the same bytes decoded without the memo (a fresh process) give the same map
+    state_mod._pairs_memo.clear()
+    state_mod._pairs_memo_bytes = 0
+    assert decode_state(raw).als.pairs == again.als.pairs
+
+
+def test_decoded_arrays_are_read_only_and_processing_replaces_them() -> None:
+    model = _model(n_items=25)
+    states: dict[str, UserState] = {}
+    items = _stream(60)
+    apply_batch(items[:30], states, embeddings=_embeddings(), model=model, config=CONFIG)
+    states = {u: decode_state(encode_state(s)) for u, s in states.items()}
+    for s in states.values():
+        assert s.taste.vsum is None or not s.taste.vsum.flags.writeable
+    res = apply_batch(items[30:], states, embeddings=_embeddings(), model=model, config=CONFIG)
+    assert res.applied == 30
