@@ -77,16 +77,58 @@ def kept_database(base: Settings, name: str) -> Iterator[tuple[Settings, bool]]:
     yield settings, bool(seeded)
 
 
-def seed(settings: Settings, n_users: int, n_items: int, snap_dir: str) -> dict[str, float]:
+class Embeddings:
+    """Item embeddings and taste vectors of the seeded catalog.
+
+    ``random``: uniform random unit vectors. No neighbourhoods at all: the worst case for HNSW
+    (every hop of the graph search is as far as the next) and unlike any real catalog.
+    ``clustered``: what ``lambdarec world`` gets from embedding genre-laden synopses, roughly: an
+    item is its primary genre's direction, half its second genre's, a sub-topic (20 per genre)
+    and noise; a taste vector (what the speed layer folds from the items a user played) leans to
+    one or two genres. Neighbours share genres and sub-topics, as on a real catalog.
+    """
+
+    def __init__(self, kind: str, dim: int, rng: np.random.Generator) -> None:
+        self.kind, self.dim, self.rng = kind, dim, rng
+        self.genre = self._unit(rng.standard_normal((N_GENRES, dim)))
+        self.topic = self._unit(rng.standard_normal((N_GENRES * 20, dim)))
+
+    @staticmethod
+    def _unit(m: np.ndarray) -> np.ndarray:
+        return (m / np.linalg.norm(m, axis=-1, keepdims=True)).astype(np.float32)
+
+    def items(self, start: int, n: int) -> np.ndarray:
+        noise = self._unit(self.rng.standard_normal((n, self.dim)))
+        if self.kind == "random":
+            return noise
+        i = np.arange(start, start + n)
+        g1, g2 = i % N_GENRES, (i * 7 + 3) % N_GENRES  # the genres seed() gives item i
+        sub = g1 * 20 + (i // N_GENRES) % 20
+        return self._unit(self.genre[g1] + 0.5 * self.genre[g2] + 0.7 * self.topic[sub] + 0.6 * noise)
+
+    def taste(self) -> np.ndarray:
+        noise = self._unit(self.rng.standard_normal(self.dim))
+        if self.kind == "random":
+            return noise
+        a, b = self.rng.integers(N_GENRES, size=2)
+        t = self.rng.integers(20)
+        return self._unit(self.genre[a] + 0.5 * self.genre[b] + 0.5 * self.topic[a * 20 + t] + 0.6 * noise)
+
+
+def seed(
+    settings: Settings, n_users: int, n_items: int, snap_dir: str, embeddings: str = "random"
+) -> dict[str, float]:
     """Fill the scratch database; returns seconds per phase."""
     times: dict[str, float] = {}
     rng = np.random.default_rng(42)
     dim = settings.embedding.dim
+    emb = Embeddings(embeddings, dim, rng)
     t = time.perf_counter()
     migrate(settings)
     conn = psycopg.connect(settings.postgres.url, autocommit=True)
     register_vector(conn)
-    conn.execute("DROP INDEX items_embedding_hnsw_idx")
+    conn.execute("DROP INDEX items_embedding_hnsw_idx")  # built after the load (an HNSW insert is slow)
+    conn.execute("DROP INDEX IF EXISTS items_embedding_half_hnsw_idx")
     for g in range(N_GENRES):
         conn.execute("INSERT INTO genres (name, slug) VALUES (%s, %s)", (f"Genre {g}", f"genre-{g}"))
     gids = [r[0] for r in conn.execute("SELECT genre_id FROM genres ORDER BY genre_id")]
@@ -97,8 +139,7 @@ def seed(settings: Settings, n_users: int, n_items: int, snap_dir: str) -> dict[
     ) as cp:
         cp.set_types(["varchar", "varchar", "int2", "float8", "vector"])
         for start in range(0, n_items, 5000):
-            block = rng.standard_normal((min(5000, n_items - start), dim)).astype(np.float32)
-            block /= np.linalg.norm(block, axis=1, keepdims=True)
+            block = emb.items(start, min(5000, n_items - start))
             for j, v in enumerate(block):
                 i = start + j
                 cp.write_row((item_ids[i], f"Movie {i}", 1950 + i % 75, float(pop[i]), v))
@@ -119,8 +160,7 @@ def seed(settings: Settings, n_users: int, n_items: int, snap_dir: str) -> dict[
         for u in range(n_users):
             pref = None
             if u % 10 == 0:
-                pref = rng.standard_normal(dim).astype(np.float32)
-                pref /= np.linalg.norm(pref)
+                pref = emb.taste()
             cp.write_row((f"bu{u}", user_f[u], "bench-v1", pref, u % 50 != 0, 0.3, 0.2))
     run_id = conn.execute("SELECT begin_batch_recommendations('als', 'bench-v1')").fetchone()[0]  # type: ignore[index]
     with conn.cursor().copy("COPY batch_recommendations (run_id, user_id, recommendations) FROM STDIN") as cp:
@@ -145,6 +185,10 @@ def seed(settings: Settings, n_users: int, n_items: int, snap_dir: str) -> dict[
         "CREATE INDEX items_embedding_hnsw_idx ON items USING hnsw (embedding vector_cosine_ops) "
         "WITH (m = 16, ef_construction = 64)"
     )
+    conn.execute(  # as migration 011 makes it
+        f"CREATE INDEX items_embedding_half_hnsw_idx ON items USING hnsw ((embedding::halfvec({dim})) "
+        "halfvec_cosine_ops) WITH (m = 16, ef_construction = 64)"
+    )
     conn.execute("ANALYZE")
     times["hnsw"] = time.perf_counter() - t
 
@@ -165,8 +209,8 @@ def seed(settings: Settings, n_users: int, n_items: int, snap_dir: str) -> dict[
     ).fetchone()[0]  # type: ignore[index]
     conn.execute("UPDATE models SET status = 'staging' WHERE model_id = %s", (mid,))
     conn.execute("SELECT promote_model(%s)", (mid,))
-    conn.execute("CREATE TABLE bench_seeded (users int, items int, snapshot text)")
-    conn.execute("INSERT INTO bench_seeded VALUES (%s, %s, %s)", (n_users, n_items, snap_dir))
+    conn.execute("CREATE TABLE bench_seeded (users int, items int, snapshot text, embeddings text)")
+    conn.execute("INSERT INTO bench_seeded VALUES (%s, %s, %s, %s)", (n_users, n_items, snap_dir, embeddings))
     conn.close()
     return times
 
@@ -268,6 +312,21 @@ def cpu_ms_per_request(before: dict[int, float], after: dict[int, float], reques
     return round(used * 1000 / max(requests, 1.0), 3)
 
 
+def _wait_idle(server_pid: int, timeout: float = 120.0) -> None:
+    """Until the API processes use < 5 % of a core over a second (their background start-up,
+    e.g. loading the item catalog, would otherwise be billed to the first run's requests)."""
+    import psutil
+
+    procs = [psutil.Process(server_pid), *psutil.Process(server_pid).children(recursive=True)]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = sum(sum(p.cpu_times()[:2]) for p in procs)
+        time.sleep(1.0)
+        if sum(sum(p.cpu_times()[:2]) for p in procs) - before < 0.05:
+            return
+    print("API processes still busy after start-up; measuring anyway", flush=True)
+
+
 def invalidate(settings: Settings, n_users: int) -> None:
     """INCR every bench user's cache version (what the speed layer does on new events), so the
     next request of each is a miss whatever earlier runs cached."""
@@ -325,7 +384,21 @@ def main() -> None:
         metavar="NAME",
         help="seed into (or reuse) this database and keep it: repeated runs skip the minutes of seeding",
     )
+    ap.add_argument(
+        "--embeddings",
+        choices=["random", "clustered"],
+        default="random",
+        help="item embeddings and taste vectors when seeding (see Embeddings); a kept database "
+        "keeps what it was seeded with, so give each kind its own --keep-db name",
+    )
     ap.add_argument("--serve-env", nargs="*", default=[], metavar="K=V", help="extra LAMBDAREC_* for the API")
+    ap.add_argument(
+        "--in-process",
+        type=int,
+        metavar="N",
+        help="only time compute() in process for N uncached lists (needs --keep-db, seeded); "
+        "prints CPU ms per list of this process and of its Postgres backend",
+    )
     ap.add_argument(
         "--freshness",
         type=int,
@@ -335,6 +408,14 @@ def main() -> None:
     args = ap.parse_args()
     if args.freshness:
         print(json.dumps({"freshness": freshness(args.freshness)}, indent=2))
+        return
+    if args.in_process:
+        if not args.keep_db:
+            sys.exit("--in-process needs --keep-db NAME (a seeded database)")
+        with kept_database(get_settings(), args.keep_db) as (settings, seeded):
+            if not seeded:
+                sys.exit(f"{args.keep_db} is not seeded: run the wrk bench with it once")
+            print(json.dumps({"in_process": in_process(settings, args.in_process)}, indent=2))
         return
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install -y wrk")
@@ -347,8 +428,12 @@ def main() -> None:
         db = _scratch(base)
     with db as (settings, seeded):
         t0 = time.perf_counter()
-        if not seeded:
-            phases = seed(settings, args.users, args.items, snap_dir)
+        if seeded:
+            migrate(settings)  # a database kept from an older checkout gets the new migrations
+            with psycopg.connect(settings.postgres.url) as c:
+                print("kept database:", c.execute("SELECT * FROM bench_seeded").fetchone())
+        else:
+            phases = seed(settings, args.users, args.items, snap_dir, args.embeddings)
             print(
                 f"seeded {args.users} users / {args.items} items in {time.perf_counter() - t0:.0f} s {phases}"
             )
@@ -394,6 +479,7 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise RuntimeError("model not loaded")
                 time.sleep(0.05 if loaded else 0.5)
+            _wait_idle(server.pid)  # start-up work (the workers' item catalog loads) out of the figures
             sample = httpx.get(f"{url}/v1/users/bu1/recommendations?k=10", timeout=10).json()
             print(
                 "sample:",
@@ -427,6 +513,87 @@ def main() -> None:
                 shutil.rmtree(snap_dir, ignore_errors=True)
         print(json.dumps({"args": vars(args), "results": results}, default=str, indent=2))
         print("BENCH_RESULT " + json.dumps({"bench": "serving", "results": results}, default=str), flush=True)
+
+
+def in_process(settings: Settings, n: int) -> dict[str, Any]:
+    """``compute()`` (no cache, no HTTP) for ``n`` random users, one at a time, in this process:
+    CPU ms per list of this process and of its Postgres backend, split by user kind (taste vector
+    = ANN in Postgres, every 10th user; the others ALS + batch + popular). The figure that
+    isolates the recommendation path from uvicorn, Redis and wrk."""
+    import asyncio
+
+    import psutil
+
+    from serving import limit_blas_threads
+    from serving.candidates import ItemFilters
+    from serving.deps import build_services
+    from serving.recommend import RecRequest, compute
+
+    limit_blas_threads()
+    rng = np.random.default_rng(7)
+    with psycopg.connect(settings.postgres.url) as c:
+        n_users = int(c.execute("SELECT users FROM bench_seeded").fetchone()[0])  # type: ignore[index]
+
+    async def run() -> dict[str, Any]:
+        svc = build_services(settings)
+        svc.serve_log = None
+        svc.experiments = None
+        await svc.pool.open(wait=True)
+        await svc.models.load_from_registry(svc.pool)
+        catalog = getattr(svc, "catalog", None)  # the in-memory catalog, when this code has one
+        if catalog is not None:
+            t = time.perf_counter()
+            await catalog.load(svc.pool)
+            rss = psutil.Process().memory_info().rss / 2**20
+            print(
+                f"catalog: {len(catalog.snapshot)} items loaded in {time.perf_counter() - t:.1f} s; "
+                f"RSS {rss:.0f} MB"
+            )
+        me = psutil.Process()
+        print(f"RSS {me.memory_info().rss / 2**20:.0f} MB (peak {_peak_rss_mb():.0f} MB)")
+
+        def cpu(p: psutil.Process) -> float:
+            t = p.cpu_times()
+            return t.user + t.system
+
+        def pg_cpu() -> dict[int, float]:
+            return cpu_seconds(me.pid, settings.postgres.url)["postgres"]
+
+        def pg_used(before: dict[int, float]) -> float:
+            # backends that came during the run count whole; one that went is lost (printed)
+            after = pg_cpu()
+            return sum(t - before.get(p, 0.0) for p, t in after.items())
+
+        out: dict[str, Any] = {}
+        for kind, pick in (
+            ("als", lambda: int(rng.integers(n_users // 10)) * 10 + 1),
+            ("taste_vector", lambda: int(rng.integers(n_users // 10)) * 10),
+        ):
+            for _ in range(20):  # warm-up: prepared statements, caches
+                await compute(svc, RecRequest(f"bu{pick()}", 10, ItemFilters()))
+            me0, pg0, w0 = cpu(me), pg_cpu(), time.perf_counter()
+            degraded = 0
+            for _ in range(n):
+                _, ok = await compute(svc, RecRequest(f"bu{pick()}", 10, ItemFilters()))
+                degraded += not ok
+            wall = time.perf_counter() - w0
+            out[kind] = {
+                "lists": n,
+                "api_cpu_ms_per_list": round((cpu(me) - me0) * 1000 / n, 3),
+                "postgres_cpu_ms_per_list": round(pg_used(pg0) * 1000 / n, 3),
+                "wall_ms_per_list": round(wall * 1000 / n, 3),
+                "degraded": degraded,
+            }
+        await svc.pool.close()
+        return out
+
+    return asyncio.run(run())
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def freshness(n: int) -> dict[str, float]:

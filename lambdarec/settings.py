@@ -401,6 +401,15 @@ class ServingSettings(BaseModel):
     )
     ready_timeout_ms: int = Field(500, ge=1, description="/readyz check per dependency")
     hnsw_ef_search: int = Field(64, ge=1)
+    catalog_refresh_sec: float = Field(
+        5.0,
+        gt=0,
+        description="the in-memory item catalog re-reads items whose updated_at moved this often "
+        "(items it does not hold yet are fetched with the list that needs them, at once)",
+    )
+    catalog_full_refresh_sec: float = Field(
+        300.0, gt=0, description="and re-reads everything this often (item_genres edits, late commits)"
+    )
     mmr_pool: int = Field(60, ge=1, description="how many blended candidates MMR re-ranks")
     novelty_max_boost: float = Field(0.2, ge=0, description="score boost of the least popular item")
     rate_limit_per_minute: int = Field(600, ge=1, description="requests per API key and minute")

@@ -44,6 +44,19 @@ return {v, redis.call('GET', ARGV[1] .. v .. ARGV[2])}
 """
 
 
+#: :data:`_LOOKUP` that, on a miss, also takes the single-flight lock of the list key (``SET NX PX``):
+#: ARGV[3] = lock prefix, ARGV[4] = lock ms -> {version, list} or {version, nil, 1 = locked / 0}
+_LOOKUP_LOCK = """
+local v = redis.call('GET', KEYS[1]) or '0'
+local key = ARGV[1] .. v .. ARGV[2]
+local list = redis.call('GET', key)
+if list then return {v, list} end
+local got = redis.call('SET', ARGV[3] .. key, '1', 'NX', 'PX', ARGV[4])
+if got then return {v, false, 1} end
+return {v, false, 0}
+"""
+
+
 def list_key_parts(user_id: str, variant: str, digest: str) -> tuple[str, str]:
     """``list_key`` split around the version (what :data:`_LOOKUP` joins back together)."""
     key = list_key(user_id, 0, variant, digest)
@@ -69,6 +82,7 @@ class RecCache:
         self._broken_until = 0.0
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._lookup = self.client.register_script(_LOOKUP)
+        self._lookup_lock = self.client.register_script(_LOOKUP_LOCK)
 
     @property
     def available(self) -> bool:
@@ -105,6 +119,22 @@ class RecCache:
             return None, None
         return int(res[0]), res[1]
 
+    async def lookup_or_lock(
+        self, user_id: str, variant: str, digest: str
+    ) -> tuple[int | None, bytes | None, bool]:
+        """:meth:`lookup`, and on a miss the list key's lock in the same round trip:
+        ``(version, list, locked)``. An uncached list used to cost three round trips (lookup,
+        ``SET NX``, store); pass ``locked`` on to :meth:`get_or_compute`."""
+        if not self.available:
+            return None, None, False
+        head, tail = list_key_parts(user_id, variant, digest)
+        res = await self._call(
+            self._lookup_lock(keys=[version_key(user_id)], args=[head, tail, LOCK_PREFIX, self.lock_ms])
+        )
+        if res is None:
+            return None, None, False
+        return int(res[0]), res[1], len(res) > 2 and int(res[2]) == 1
+
     async def get(self, key: str) -> bytes | None:
         if not self.available:
             return None
@@ -115,11 +145,18 @@ class RecCache:
             await self._call(self.client.set(key, value, ex=ttl or self.ttl))
 
     async def get_or_compute(
-        self, key: str, compute: Callable[[], Awaitable[tuple[bytes, bool]]], *, known_miss: bool = False
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[tuple[bytes, bool]]],
+        *,
+        known_miss: bool = False,
+        locked: bool | None = None,
     ) -> tuple[bytes, bool]:
         """``(value, cache_hit)``. ``compute`` returns ``(value, complete)``: a degraded
         answer is cached for ``DEGRADED_TTL`` only (it sheds load under overload; an hour would
-        hide the recovery). ``known_miss``: the caller just looked (:meth:`lookup`), skip the GET."""
+        hide the recovery). ``known_miss``: the caller just looked (:meth:`lookup`), skip the GET.
+        ``locked``: what :meth:`lookup_or_lock` found (True: this caller holds the lock; False:
+        somebody else does); None: take the lock here."""
         if not known_miss:
             cached = await self.get(key)
             if cached is not None:
@@ -131,7 +168,7 @@ class RecCache:
         fut = asyncio.get_running_loop().create_future()
         self._inflight[key] = fut
         try:
-            result = await self._lead(key, compute)
+            result = await self._lead(key, compute, locked)
             fut.set_result(result)
             return result[0], False
         except BaseException as exc:
@@ -142,11 +179,14 @@ class RecCache:
             self._inflight.pop(key, None)
 
     async def _lead(
-        self, key: str, compute: Callable[[], Awaitable[tuple[bytes, bool]]]
+        self, key: str, compute: Callable[[], Awaitable[tuple[bytes, bool]]], locked: bool | None = None
     ) -> tuple[bytes, bool]:
         lock = LOCK_PREFIX + key
         if self.available:
-            got = await self._call(self.client.set(lock, b"1", nx=True, px=self.lock_ms))
+            if locked is None:
+                got = await self._call(self.client.set(lock, b"1", nx=True, px=self.lock_ms))
+            else:
+                got = True if locked else None
             if got is None and self.available and self.wait_ms > 0:
                 # another process computes this key: wait a little for its list
                 deadline = time.monotonic() + self.wait_ms / 1000

@@ -24,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 from lambdarec.settings import Settings
 from serving import settle_gc
 from serving.cache import RecCache
+from serving.catalog import Catalog
 from serving.experiments.running import RunningExperiments
 from serving.models import ModelStore
 from serving.publisher import AsyncEventPublisher
@@ -134,6 +135,11 @@ def build_services(settings: Settings) -> Services:
     )
     cache = RecCache(settings)
     svc = Services(settings=settings, pool=pool, cache=cache, models=ModelStore(settings))
+    svc.catalog = Catalog(
+        settings.serving.catalog_refresh_sec,
+        settings.serving.catalog_full_refresh_sec,
+        dim=settings.embedding.dim,
+    )
     svc.serve_log = ServeLog(settings, pool)
     svc.experiments = RunningExperiments(pool)
     svc.variant_config = svc.experiments.config
@@ -165,6 +171,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await svc.pool.open(wait=False)
         tasks.append(asyncio.create_task(svc.models.load_from_registry(svc.pool)))
         svc.models.start_watching()
+        svc.catalog.start(svc.pool)
         if svc.serve_log is not None:
             svc.serve_log.start()
         if svc.experiments is not None:
@@ -179,6 +186,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             t.cancel()
         if owned_svc:
             await svc.models.stop()
+            await svc.catalog.stop()
             if svc.experiments is not None:
                 await svc.experiments.stop()
             if svc.serve_log is not None:

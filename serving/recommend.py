@@ -29,9 +29,10 @@ from lambdarec.settings import Settings
 from schemas.cache_keys import filter_digest
 from serving import candidates as cands
 from serving.cache import RecCache
+from serving.catalog import Catalog, Lookup
 from serving.explain import explain
 from serving.models import ModelStore
-from serving.ranking import Candidate, Scored, apply_novelty, blend, mmr, normalize, top_by_dot
+from serving.ranking import Candidate, Scored, apply_novelty, blend, mmr_unit, normalize, top_by_dot
 from serving.serve_log import ServeLog
 
 if TYPE_CHECKING:
@@ -54,6 +55,9 @@ class Services:
     cache: RecCache
     models: ModelStore
     popular: cands.PopularCache = field(default_factory=cands.PopularCache)
+    #: item metadata and embeddings in memory (serving/catalog.py); empty until loaded, and
+    #: then every item is fetched with its list as before
+    catalog: Catalog = field(default_factory=Catalog)
     serve_log: ServeLog | None = None
     #: last good popular list per filter, served stale when Postgres is down
     last_popular: dict[str, list[Candidate]] = field(default_factory=dict)
@@ -152,7 +156,8 @@ async def recommend(svc: Services, req: RecRequest) -> dict[str, Any]:
     t0 = time.perf_counter()
     model = svc.models.current
     model_version = model.version if model is not None else None
-    version, cached = await svc.cache.lookup(req.user_id, *cache_parts(req, model_version))  # 1 round trip
+    # one round trip: the version, the list under it, and on a miss the list key's lock
+    version, cached, locked = await svc.cache.lookup_or_lock(req.user_id, *cache_parts(req, model_version))
     if cached is not None:
         body, hit = cached, True
     elif version is None:  # Redis down: uncached
@@ -165,7 +170,7 @@ async def recommend(svc: Services, req: RecRequest) -> dict[str, Any]:
             return orjson.dumps(p), c
 
         body, hit = await svc.cache.get_or_compute(
-            cache_key(req, version, model_version), _compute, known_miss=True
+            cache_key(req, version, model_version), _compute, known_miss=True, locked=locked
         )
     answer: dict[str, Any] = orjson.loads(body)
     answer["rec_id"] = str(uuid.uuid4())
@@ -191,7 +196,6 @@ async def compute(svc: Services, req: RecRequest) -> tuple[dict[str, Any], bool]
     by_source: dict[str, list[Candidate]] = {}
     model_version: str | None = None
     meta: dict[str, cands.ItemMeta] = {}
-    vectors: dict[str, np.ndarray] = {}
     cold_start = False
 
     def left_ms() -> float:
@@ -233,7 +237,10 @@ async def compute(svc: Services, req: RecRequest) -> tuple[dict[str, Any], bool]
                 if batch:
                     by_source["batch"] = batch
                     model_version = model_version or batch_version
-            genres = await _boxed(svc.popular.genres(conn), left_ms())
+            # in-process caches answer without a time-boxed task (an asyncio task and a wait each)
+            genres = svc.popular.cached_genres()
+            if genres is None:
+                genres = await _boxed(svc.popular.genres(conn), left_ms())
             if personal and not by_source and ctx.favorite_genres:
                 fav = [g for g in ctx.favorite_genres if g in genres][:3]
                 pops: list[Candidate] = []
@@ -249,7 +256,9 @@ async def compute(svc: Services, req: RecRequest) -> tuple[dict[str, Any], bool]
                         pops.append(Candidate(c.item_id, 1.0 + s, "popular", genre=genres.get(g, g)))
                 cold_start = bool(pops)
                 by_source["popular"] = pops
-            pop = await _boxed(svc.popular.popular(conn, n, req.filters), left_ms())
+            pop = svc.popular.cached(n, req.filters)
+            if pop is None:
+                pop = await _boxed(svc.popular.popular(conn, n, req.filters), left_ms())
             if len(svc.last_popular) >= 2048:
                 svc.last_popular.clear()
             svc.last_popular[_fkey(req.filters)] = pop
@@ -262,33 +271,28 @@ async def compute(svc: Services, req: RecRequest) -> tuple[dict[str, Any], bool]
                 for i, c in enumerate(pop)
             ]
             banned = set(ctx.disliked) | (ctx.seen if req.exclude_seen else set())
-            blended = [s for s in blend(by_source, _weights(weights, by_source)) if s.item_id not in banned]
-            pool_ids = [s.item_id for s in blended[: cfg.mmr_pool * 3]]
-            anchors = {s.anchor for s in blended[: cfg.mmr_pool * 3] if s.anchor}
+            head = blend(by_source, _weights(weights, by_source), banned=banned, limit=cfg.mmr_pool * 3)
+            head_ids = [s.item_id for s in head]
+            anchors = {s.anchor for s in head if s.anchor}
             diversity = float(vc.get("diversity", ctx.diversity if personal else 0.0))
-            # MMR's embeddings come with the metadata (one round trip) for the head of the list,
-            # which is what MMR re-ranks unless filters or unknown items drop some of it
-            want_vectors = pool_ids[: cfg.mmr_pool] if diversity > 0 else []
-            meta, vectors = await _boxed(
-                cands.item_meta_and_vectors(conn, pool_ids + sorted(anchors - set(pool_ids)), want_vectors),
-                left_ms(),
-            )
-            ranked = [s for s in blended if s.item_id in meta and req.filters.accepts(meta[s.item_id])]
-            ranked = ranked[: cfg.mmr_pool]
+            # metadata and embeddings come from the in-memory catalog; only items it does not
+            # hold yet (new since its last refresh) cost a query
+            want = head_ids + sorted(anchors - set(head_ids))
+            look = svc.catalog.held(want)
+            if look is None:
+                look = await _boxed(svc.catalog.lookup(conn, want), left_ms())
+            keep = np.flatnonzero(look.filter_mask(head_ids, req.filters))[: cfg.mmr_pool]
+            ranked = [head[i] for i in keep]
+            ids = [s.item_id for s in ranked]
             novelty_pref = float(vc.get("novelty", ctx.novelty if personal else 0.0))
             ranked = apply_novelty(
-                ranked, {i: m.popularity for i, m in meta.items()}, novelty_pref, cfg.novelty_max_boost
-            )
+                ranked, dict(zip(ids, look.popularity(ids).tolist(), strict=True)), novelty_pref,
+                cfg.novelty_max_boost,
+            )  # fmt: skip
             if diversity > 0 and len(ranked) > req.k:
-                missing = [s.item_id for s in ranked if s.item_id not in set(want_vectors)]
-                if missing:
-                    try:
-                        vectors.update(await _boxed(cands.item_vectors(conn, missing), left_ms()))
-                    except Exception:
-                        degraded = True
-                        vectors.update(_factor_vectors(svc, ranked))
-                ranked = mmr(ranked, vectors, req.k, diversity)
+                ranked = mmr_unit(ranked, look.unit_vectors([s.item_id for s in ranked]), req.k, diversity)
             items = ranked[: req.k]
+            meta = _metas(look, items)
     except _Degrade as d:
         log.warning("degraded list for %s: %r", req.user_id, d.__cause__)
         return await _fallback(svc, req, ctx), False
@@ -334,16 +338,10 @@ def _anchor_by_factors(cands_: list[Candidate], recent: list[str], factors: Any)
         c.anchor = ids[int(b)]
 
 
-def _factor_vectors(svc: Services, items: list[Scored]) -> dict[str, np.ndarray]:
-    f = svc.models.current
-    if f is None:
-        return {}
-    out = {}
-    for s in items:
-        v = f.vector(s.item_id)
-        if v is not None:
-            out[s.item_id] = v
-    return out
+def _metas(look: Lookup, items: list[Scored]) -> dict[str, cands.ItemMeta]:
+    """Metadata of the served items and of their anchors (titles for the payload)."""
+    want = {s.item_id for s in items} | {s.anchor for s in items if s.anchor}
+    return {i: m for i in want if (m := look.meta(i)) is not None}
 
 
 def _payload(
@@ -396,9 +394,9 @@ async def _fallback(svc: Services, req: RecRequest, ctx: cands.UserContext) -> d
             pop = await _boxed(
                 svc.popular.popular(conn, cfg.candidates_per_source, req.filters), cfg.source_timeout_ms
             )
-            meta = await _boxed(
-                cands.item_meta(conn, [c.item_id for c in pop[: req.k * 3]]), cfg.source_timeout_ms
-            )
+            ids = [c.item_id for c in pop[: req.k * 3]]
+            look = await _boxed(svc.catalog.lookup(conn, ids), cfg.source_timeout_ms)
+            meta = {i: m for i in ids if (m := look.meta(i)) is not None}
     except Exception:
         pop = svc.last_popular.get(_fkey(req.filters))
     if pop is None:

@@ -68,7 +68,9 @@ async def similar(
                 exists, pairs = await _boxed(cands.similar_items(conn, item_id, k), timeout * 1000)
                 if not exists:
                     raise HTTPException(404, f"no item {item_id!r}")
-            meta = await _boxed(cands.item_meta(conn, [p[0] for p in pairs]), timeout * 1000)
+            ids = [p[0] for p in pairs]  # titles from the in-memory catalog (a query only for items it lacks)
+            look = await _boxed(svc.catalog.lookup(conn, ids), timeout * 1000)
+            meta = {i: m for i in ids if (m := look.meta(i)) is not None}
     except HTTPException:
         raise
     except Exception as exc:

@@ -59,7 +59,11 @@ async def popular(
         async with _connection(svc.pool, timeout) as conn:  # time boxes that do not wait (recommend.py)
             pop = await _boxed(svc.popular.popular(conn, k, filters, window), timeout * 1000)
             genres = await _boxed(svc.popular.genres(conn), timeout * 1000)
-            meta = await _boxed(cands.item_meta(conn, [c.item_id for c in pop]), timeout * 1000)
+            ids = [
+                c.item_id for c in pop
+            ]  # titles from the in-memory catalog (a query only for items it lacks)
+            look = await _boxed(svc.catalog.lookup(conn, ids), timeout * 1000)
+            meta = {i: m for i in ids if (m := look.meta(i)) is not None}
         # remembered for a Postgres outage (a longer list of the same filter, e.g. a list's, stays)
         key = filter_digest(filters.as_dict())
         if len(pop) > len(svc.last_popular.get(key, ())) and len(svc.last_popular) < 2048:

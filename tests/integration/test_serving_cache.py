@@ -9,7 +9,7 @@ import pytest
 
 from lambdarec.settings import Settings
 from schemas.cache_keys import version_key
-from serving.cache import DEGRADED_TTL, RecCache
+from serving.cache import DEGRADED_TTL, LOCK_PREFIX, RecCache
 
 pytestmark = pytest.mark.integration
 
@@ -56,3 +56,35 @@ async def test_concurrent_misses_compute_once_and_versions_invalidate(redis_serv
             version_key(user), *[k async for k in cache.client.scan_iter(f"rec:list:{user}:*")]
         )
         await cache.close()
+
+
+async def test_lookup_takes_the_lock_on_a_miss_in_the_same_round_trip(redis_service: Settings) -> None:
+    cache = RecCache(redis_service)
+    other = RecCache(redis_service)  # another API worker
+    user = f"cache-{uuid.uuid4().hex[:8]}"
+    calls = 0
+
+    async def compute() -> tuple[bytes, bool]:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return b"list", True
+
+    try:
+        assert await cache.lookup_or_lock(user, "default", "-") == (0, None, True)  # the leader
+        assert await other.lookup_or_lock(user, "default", "-") == (0, None, False)  # lock held
+        key = cache.key(user, 0, "default", "-")
+        assert await cache.client.exists(LOCK_PREFIX + key) == 1
+        # the follower waits for the leader's list instead of computing it too
+        follower = asyncio.create_task(other.get_or_compute(key, compute, known_miss=True, locked=False))
+        assert await cache.get_or_compute(key, compute, known_miss=True, locked=True) == (b"list", False)
+        assert await follower == (b"list", False) and calls == 1  # the leader computed, once
+        assert await cache.client.exists(LOCK_PREFIX + key) == 0  # dropped with the store
+        assert await other.lookup_or_lock(user, "default", "-") == (0, b"list", False)  # a hit: no lock
+        assert await cache.client.exists(LOCK_PREFIX + key) == 0
+    finally:
+        await cache.client.delete(
+            version_key(user), *[k async for k in cache.client.scan_iter(f"rec:*:{user}:*")]
+        )
+        await cache.close()
+        await other.close()

@@ -86,8 +86,13 @@ async def test_redis_killed_mid_run_serves_uncached_then_recovers(postgres: Sett
     url = f"/v1/users/{user}/recommendations?k=3"
     with private_redis(port) as proc:
         async with serving(_with(postgres, redis_url=f"redis://127.0.0.1:{port}/0")) as c:
-            first = (await c.get(url)).json()
-            assert (await c.get(url)).json()["cache_hit"] is True
+            # until a hit: a production model the app loads in the background (registry, or a
+            # promotion another test left on model-updates) moves the cache namespace once
+            for _ in range(5):
+                first = (await c.get(url)).json()
+                if first["cache_hit"]:
+                    break
+            assert first["cache_hit"] is True
 
             proc.kill()
             proc.wait(timeout=10)
@@ -101,8 +106,8 @@ async def test_redis_killed_mid_run_serves_uncached_then_recovers(postgres: Sett
 
         with private_redis(port):  # Redis back on the same address: cached again after the breaker
             async with serving(_with(postgres, redis_url=f"redis://127.0.0.1:{port}/0")) as c:
-                await c.get(url)
-                assert (await c.get(url)).json()["cache_hit"] is True
+                hits = [(await c.get(url)).json()["cache_hit"] for _ in range(5)]
+                assert hits[-1] is True  # (the namespace may move once, as above)
 
 
 class DelayProxy:

@@ -88,3 +88,68 @@ def test_explanations() -> None:
         == "popular in Drama (one of your favourite genres)"
     )
     assert explain("popular") == "trending now"
+
+
+def _blend_reference(cands: dict[str, list[Candidate]], weights: dict[str, float]) -> list[Scored]:
+    """The per-candidate dictionary walk ``blend`` replaced: the vectorised one must agree."""
+    merged: dict[str, Scored] = {}
+    for source, cs in cands.items():
+        w = float(weights.get(source, 0.0))
+        if w <= 0 or not cs:
+            continue
+        for cand, norm in zip(cs, normalize([c.score for c in cs]), strict=True):
+            contrib = w * (0.05 + 0.95 * norm)
+            s = merged.get(cand.item_id)
+            if s is None:
+                s = merged[cand.item_id] = Scored(cand.item_id, 0.0, source)
+            prev = s.contributions.get(source, 0.0)
+            if contrib > prev:
+                s.contributions[source] = contrib
+                s.score += contrib - prev
+                if source == max(s.contributions, key=s.contributions.__getitem__):
+                    s.source = source
+                    s.anchor, s.genre = cand.anchor, cand.genre
+    return sorted(merged.values(), key=lambda s: (-s.score, s.item_id))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_blend_matches_the_reference_walk(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    pool = [f"i{n}" for n in range(int(rng.integers(3, 60)))]
+    cands: dict[str, list[Candidate]] = {}
+    for src in rng.permutation(["realtime", "batch", "popular"]).tolist():
+        picks = rng.choice(pool, size=int(rng.integers(0, 40)))  # duplicates within a source too
+        scores = rng.integers(0, 5, len(picks)) if seed % 3 == 0 else rng.random(len(picks))  # ties
+        cands[src] = [
+            Candidate(str(p), float(s), src, anchor=f"a{k}" if k % 3 else None, genre=f"g{k % 4}")
+            for k, (p, s) in enumerate(zip(picks, scores, strict=True))
+        ]
+    weights = {"realtime": 0.5, "batch": 0.35 if seed % 4 else 0.0, "popular": 0.15}
+    if seed % 5 == 0:  # equal weights: equal contributions, the earlier source must win the tie
+        weights = {"realtime": 0.4, "batch": 0.4, "popular": 0.4}
+    want = _blend_reference(cands, weights)
+    got = blend(cands, weights)
+    assert [(s.item_id, s.source, s.anchor, s.genre) for s in got] == [
+        (s.item_id, s.source, s.anchor, s.genre) for s in want
+    ]
+    assert [s.score for s in got] == pytest.approx([s.score for s in want], abs=1e-12)
+    assert [s.contributions for s in got] == [pytest.approx(s.contributions) for s in want]
+    banned = set(pool[::3])
+    limited = blend(cands, weights, banned=banned, limit=7)
+    assert [s.item_id for s in limited] == [s.item_id for s in want if s.item_id not in banned][:7]
+
+
+@pytest.mark.parametrize("n", [10, 5000, 60_000])
+def test_top_by_dot_equals_a_full_sort(n: int) -> None:
+    rng = np.random.default_rng(n)
+    ids = np.array([f"i{k}" for k in range(n)], dtype=object)
+    f = rng.standard_normal((n, 10)).astype(np.float32)
+    user = rng.standard_normal(10).astype(np.float32)
+    banned = {f"i{k}" for k in rng.integers(0, n, 30)}
+    scores = f @ user
+    order = [f"i{k}" for k in np.argsort(-scores, kind="stable") if f"i{k}" not in banned][:100]
+    got = top_by_dot(user, ids, f, 100, banned)
+    assert [c.item_id for c in got] == order
+    assert [c.score for c in got] == pytest.approx(
+        sorted((float(scores[int(i[1:])]) for i in order), reverse=True)
+    )

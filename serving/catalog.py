@@ -1,0 +1,438 @@
+"""The item catalog in memory: what ranking needs to know about every item, as numpy arrays.
+
+Why: an uncached list used to fetch title, year, popularity, genres and the 768-d embeddings of
+its ~180 candidates from Postgres (the costliest query of the path: ~3 ms of Postgres and the
+parse of ~60 embeddings per list). Filters, novelty and MMR only need a few numbers per item, so
+every API worker holds them for the whole catalog (60k items: ~95 MB, nearly all of it the
+embeddings as unit-length float16, whose cosines differ from float32 ones by ~1e-3) and runs
+them as array operations over candidate rows.
+
+Freshness (``serving.catalog_refresh_sec``, ``serving.catalog_full_refresh_sec``):
+
+* a candidate the catalog does not know (an item inserted since the last refresh, or any item
+  before the first load finished) is fetched from Postgres with its list and kept in a small
+  overlay, so new items are served at once, exactly as before the catalog existed;
+* every ``catalog_refresh_sec`` (5 s) the rows whose ``items.updated_at`` (a trigger keeps it
+  honest on every UPDATE) moved since the previous refresh began, minus 5 s for late commits, are
+  re-read, and the catalog is rebuilt when the item count says something was deleted; so title,
+  year, popularity, embedding changes and deletions show within ~5-10 s;
+* every ``catalog_full_refresh_sec`` (300 s) everything is re-read: changes that do not touch
+  ``items`` (an ``item_genres`` edit, a transaction that committed long after its ``now()``) show
+  within that bound.
+
+A snapshot is immutable: a refresh builds a new one (in a thread) and swaps the reference, so a
+request that awaits between two lookups never sees half an update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from psycopg import AsyncConnection
+
+from serving.candidates import ItemFilters, ItemMeta, item_meta_and_vectors
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 5000
+#: an updated_at can be older than its commit (now() is the transaction's start): re-read a margin
+_MARGIN = timedelta(seconds=5)
+_OVERLAY_MAX = 20_000
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Row ``r`` of every array describes ``item_ids[r]``; ``index`` maps id -> row."""
+
+    item_ids: list[str]
+    index: dict[str, int]
+    titles: list[str]
+    years: np.ndarray  # int32, -1 when unknown
+    popularity: np.ndarray  # float64
+    genre_slugs: list[str]  # column j of ``genres``
+    genre_col: dict[str, int]
+    genres: np.ndarray  # (n, G) bool
+    vectors: np.ndarray  # (n, dim) float16, unit length; zero rows for items without one
+    has_vector: np.ndarray  # bool
+
+    @classmethod
+    def empty(cls) -> Snapshot:
+        return cls([], {}, [], np.zeros(0, np.int32), np.zeros(0), [], {}, np.zeros((0, 0), bool),
+                   np.zeros((0, 0), np.float16), np.zeros(0, bool))  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def rows(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Row of each id, -1 where the snapshot does not hold it."""
+        get = self.index.get
+        return np.fromiter((get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+
+    def accepts(self, rows: np.ndarray, filters: ItemFilters) -> np.ndarray:
+        """:meth:`ItemFilters.accepts` for known ``rows`` (all >= 0), as one boolean mask."""
+        ok = np.ones(len(rows), dtype=bool)
+        if filters.genre:
+            col = self.genre_col.get(filters.genre)
+            ok &= self.genres[rows, col] if col is not None else False
+        if filters.year_from is not None:
+            y = self.years[rows]
+            ok &= (y >= 0) & (y >= filters.year_from)
+        if filters.year_to is not None:
+            y = self.years[rows]
+            ok &= (y >= 0) & (y <= filters.year_to)
+        return ok
+
+    def meta(self, row: int) -> ItemMeta:
+        y = int(self.years[row])
+        slugs = [self.genre_slugs[j] for j in np.flatnonzero(self.genres[row])]
+        return ItemMeta(self.item_ids[row], self.titles[row], None if y < 0 else y,
+                        float(self.popularity[row]), slugs)  # fmt: skip
+
+
+@dataclass(slots=True)
+class _Extra:
+    """An item fetched on demand (not in the snapshot yet), or a known-missing id (meta None)."""
+
+    expires: float
+    meta: ItemMeta | None
+    vector: np.ndarray | None  # unit length, float32
+
+
+class Lookup:
+    """The items of one list: snapshot rows where possible, on-demand extras for the rest."""
+
+    def __init__(self, snap: Snapshot, extras: dict[str, _Extra]) -> None:
+        self.snap = snap
+        self._extras = extras
+
+    def known(self, item_id: str) -> bool:
+        if item_id in self.snap.index:
+            return True
+        e = self._extras.get(item_id)
+        return e is not None and e.meta is not None
+
+    def meta(self, item_id: str) -> ItemMeta | None:
+        row = self.snap.index.get(item_id)
+        if row is not None:
+            return self.snap.meta(row)
+        e = self._extras.get(item_id)
+        return None if e is None else e.meta
+
+    def filter_mask(self, item_ids: Sequence[str], filters: ItemFilters) -> np.ndarray:
+        """Known and accepted by ``filters``, per id."""
+        rows = self.snap.rows(item_ids)
+        inside = rows >= 0
+        ok = np.zeros(len(item_ids), dtype=bool)
+        if inside.any():
+            ok[inside] = self.snap.accepts(rows[inside], filters)
+        for i in np.flatnonzero(~inside).tolist():
+            m = self.meta(item_ids[i])
+            ok[i] = m is not None and filters.accepts(m)
+        return ok
+
+    def popularity(self, item_ids: Sequence[str]) -> np.ndarray:
+        rows = self.snap.rows(item_ids)
+        out = np.zeros(len(item_ids))
+        inside = rows >= 0
+        out[inside] = self.snap.popularity[rows[inside]]
+        for i in np.flatnonzero(~inside).tolist():
+            m = self.meta(item_ids[i])
+            out[i] = m.popularity if m is not None else 0.0
+        return out
+
+    def unit_vectors(self, item_ids: Sequence[str]) -> np.ndarray:
+        """(len(ids), dim) float32 unit rows; zero rows for items without an embedding."""
+        rows = self.snap.rows(item_ids)
+        dim = self.snap.vectors.shape[1] if len(self.snap) else 0
+        if not dim:
+            dim = next((len(e.vector) for e in self._extras.values() if e.vector is not None), 0)
+        out = np.zeros((len(item_ids), max(dim, 1)), dtype=np.float32)
+        inside = rows >= 0
+        if inside.any() and len(self.snap) and self.snap.vectors.shape[1] == dim:
+            out[inside] = self.snap.vectors[rows[inside]]
+        for i in np.flatnonzero(~inside).tolist():
+            e = self._extras.get(item_ids[i])
+            if e is not None and e.vector is not None and len(e.vector) == dim:
+                out[i] = e.vector
+        return out
+
+
+class Catalog:
+    """The current :class:`Snapshot` of one API process, refreshed in the background."""
+
+    def __init__(
+        self,
+        refresh_sec: float = 5.0,
+        full_refresh_sec: float = 300.0,
+        margin: timedelta = _MARGIN,
+        dim: int = 0,
+    ) -> None:
+        self.snapshot = Snapshot.empty()
+        self.dim = dim  # of items.embedding (0: from the first embedding read)
+        self.margin = margin
+        self.refresh_sec = refresh_sec
+        self.full_refresh_sec = full_refresh_sec
+        self.loaded_at: float | None = None  # monotonic time of the last full load
+        self._watermark: datetime | None = None  # re-read rows updated after this (DB clock)
+        self._extras: dict[str, _Extra] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # -- per request ---------------------------------------------------------------------
+    def held(self, item_ids: Iterable[str]) -> Lookup | None:
+        """A :class:`Lookup` when every id is in the snapshot (no query needed), else None."""
+        snap = self.snapshot
+        index = snap.index
+        return Lookup(snap, self._extras) if all(i in index for i in item_ids) else None
+
+    async def lookup(self, conn: AsyncConnection, item_ids: Iterable[str]) -> Lookup:
+        """A :class:`Lookup` over ``item_ids``; ids neither in the snapshot nor already fetched
+        are fetched now in one query (time-boxed by the caller), so a new item is never missed."""
+        snap = self.snapshot
+        now = time.monotonic()
+        unknown = []
+        for i in item_ids:
+            if i in snap.index:
+                continue
+            e = self._extras.get(i)
+            if e is None or e.expires < now:
+                unknown.append(i)
+        if unknown:
+            unknown = list(dict.fromkeys(unknown))
+            meta, vectors = await item_meta_and_vectors(conn, unknown, unknown)
+            if len(self._extras) + len(unknown) > _OVERLAY_MAX:
+                self._extras.clear()
+            expires = now + self.refresh_sec
+            for i in unknown:
+                v = vectors.get(i)
+                if v is not None:
+                    n = float(np.linalg.norm(v))
+                    v = (v / n).astype(np.float32) if n > 0 else None
+                self._extras[i] = _Extra(expires, meta.get(i), v)
+        return Lookup(snap, self._extras)
+
+    # -- background ----------------------------------------------------------------------
+    async def load(self, pool: Any) -> None:
+        """Read the whole catalog (keyset pages of ``_CHUNK`` rows) and swap it in."""
+        start = await self._db_now(pool)
+        rows = await self._fetch(pool, since=None, dim=self.dim)
+        self.snapshot = await asyncio.to_thread(_build, rows)
+        del rows
+        gc.freeze()  # 60k ids and titles are long-lived: keep full collections from walking them
+        self.loaded_at = time.monotonic()
+        self._watermark = start - self.margin
+        self._drop_extras_in(self.snapshot)
+        log.info("item catalog: %d items loaded", len(self.snapshot))
+
+    async def refresh(self, pool: Any) -> int:
+        """Apply the rows whose ``updated_at`` moved since the previous refresh began (minus a
+        margin for late commits); a full reload when the item count says something was deleted.
+        Returns the number of rows applied.
+
+        The watermark is the database clock when the previous refresh began, not the newest
+        ``updated_at`` seen: a bulk load stamps 60k rows with one ``now()``, and a margin behind
+        the newest stamp would re-read all of them at every refresh."""
+        snap = self.snapshot
+        if self.loaded_at is None or self._watermark is None:
+            await self.load(pool)
+            return len(self.snapshot)
+        start = await self._db_now(pool)
+        async with pool.connection(timeout=5) as conn:
+            row = await (await conn.execute("SELECT count(*) FROM items")).fetchone()
+        dim = snap.vectors.shape[1] if len(snap) else self.dim
+        rows = await self._fetch(pool, since=self._watermark, dim=dim)
+        new_ids = sum(1 for r in rows.meta if r[0] not in snap.index)
+        # a deletion (or a race), or the first embeddings of a catalog that had none: rebuild
+        if int(row[0]) != len(snap) + new_ids or rows.dim != dim:
+            await self.load(pool)
+            return len(self.snapshot)
+        if rows:
+            self.snapshot = await asyncio.to_thread(_apply, snap, rows)
+            self._drop_extras_in(self.snapshot)
+        self._watermark = start - self.margin
+        return len(rows)
+
+    @staticmethod
+    async def _db_now(pool: Any) -> datetime:
+        async with pool.connection(timeout=5) as conn:
+            row = await (await conn.execute("SELECT now()")).fetchone()
+        return row[0]
+
+    def _drop_extras_in(self, snap: Snapshot) -> None:
+        for i in [i for i in self._extras if i in snap.index]:
+            del self._extras[i]
+
+    async def _fetch(self, pool: Any, since: datetime | None, dim: int = 0) -> _Rows:
+        """Items (all, or those updated after ``since``) in keyset pages; each page's embeddings
+        become unit float16 rows at once, so a full load never holds the catalog as float32
+        (60k x 768: 184 MB) next to the per-row arrays psycopg returns."""
+        out = _Rows(dim)
+        async with pool.connection(timeout=5) as conn:
+            genres = await (await conn.execute("SELECT genre_id, slug FROM genres")).fetchall()
+            out.genres = {r[0]: r[1] for r in genres}
+            after = ""
+            while True:
+                page = await (
+                    await conn.execute(
+                        "SELECT i.item_id, i.title, i.release_year, i.popularity_score, "
+                        "coalesce((SELECT array_agg(ig.genre_id) FROM item_genres ig "
+                        "WHERE ig.item_id = i.item_id), '{}'), i.embedding "
+                        "FROM items i WHERE i.item_id > %s "
+                        "AND (%s::timestamptz IS NULL OR i.updated_at > %s) "
+                        "ORDER BY i.item_id LIMIT %s",
+                        (after, since, since, _CHUNK),
+                        binary=True,
+                    )
+                ).fetchall()
+                if page:
+                    await asyncio.to_thread(out.add, page)
+                if len(page) < _CHUNK:
+                    return out
+                after = page[-1][0]
+
+    async def run(self, pool: Any) -> None:
+        """Load, then refresh forever; a failure keeps the current snapshot and retries."""
+        while True:
+            try:
+                if self.loaded_at is None or time.monotonic() - self.loaded_at >= self.full_refresh_sec:
+                    await self.load(pool)
+                else:
+                    await self.refresh(pool)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("item catalog refresh failed (%r); serving the previous one", exc)
+            await asyncio.sleep(self.refresh_sec)
+
+    def start(self, pool: Any) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self.run(pool), name="item-catalog")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+
+class _Rows:
+    """Fetched items: metadata tuples and unit float16 embedding blocks, page by page."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim  # 0: taken from the first embedding seen
+        self.genres: dict[int, str] = {}
+        self.meta: list[tuple[Any, ...]] = []
+        self._blocks: list[tuple[int, list[Any]]] = []  # (first row, raw vectors) until dim known
+        self._vecs: list[np.ndarray] = []
+        self._has: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return len(self.meta)
+
+    def add(self, page: list[Any]) -> None:
+        if not self.dim:
+            self.dim = next((len(_arr(r[5])) for r in page if r[5] is not None), 0)
+        vecs, has = _unit16([r[5] for r in page], self.dim)
+        self.meta.extend(r[:5] for r in page)
+        self._vecs.append(vecs)
+        self._has.append(has)
+
+    def vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(n, dim) float16 and the has-vector mask; rows of pages before the dimension was known
+        (no embedding at all) are zeros."""
+        dim = self.dim
+        vecs = [v if v.shape[1] == dim else np.zeros((len(v), dim), np.float16) for v in self._vecs]
+        if not vecs:
+            return np.zeros((0, dim), np.float16), np.zeros(0, bool)
+        return np.concatenate(vecs), np.concatenate(self._has)
+
+
+def _arr(v: Any) -> np.ndarray:
+    return v.to_numpy() if hasattr(v, "to_numpy") else np.asarray(v, dtype=np.float32)
+
+
+def _unit16(vectors: list[Any], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    mat = np.zeros((len(vectors), dim), dtype=np.float32)
+    has = np.zeros(len(vectors), dtype=bool)
+    for r, v in enumerate(vectors):
+        if v is None:
+            continue
+        a = _arr(v)
+        if a.shape == (dim,):
+            mat[r] = a
+            has[r] = True
+    norms = np.linalg.norm(mat, axis=1, keepdims=True)
+    has &= (norms[:, 0] > 0) & np.isfinite(norms[:, 0])
+    mat = np.divide(mat, norms, out=np.zeros_like(mat), where=has[:, None])
+    return mat.astype(np.float16), has
+
+
+def _columns(rows: _Rows, slugs: list[str]) -> dict[str, Any]:
+    col = {s: j for j, s in enumerate(slugs)}
+    meta = rows.meta
+    g = np.zeros((len(meta), len(slugs)), dtype=bool)
+    for r, row in enumerate(meta):
+        for gid in row[4]:
+            j = col.get(rows.genres.get(gid, ""))
+            if j is not None:
+                g[r, j] = True
+    vecs, has = rows.vectors()
+    return {
+        "ids": [r[0] for r in meta],
+        "titles": [r[1] for r in meta],
+        "years": np.fromiter((-1 if r[2] is None else r[2] for r in meta), np.int32, len(meta)),
+        "pop": np.fromiter((float(r[3] or 0.0) for r in meta), np.float64, len(meta)),
+        "genres": g,
+        "vecs": vecs,
+        "has": has,
+    }
+
+
+def _build(rows: _Rows) -> Snapshot:
+    slugs = sorted(set(rows.genres.values()))
+    c = _columns(rows, slugs)
+    return Snapshot(c["ids"], {i: n for n, i in enumerate(c["ids"])}, c["titles"], c["years"], c["pop"],
+                    slugs, {s: j for j, s in enumerate(slugs)}, c["genres"], c["vecs"], c["has"])  # fmt: skip
+
+
+def _apply(snap: Snapshot, rows: _Rows) -> Snapshot:
+    """``snap`` with ``rows`` replacing the rows of their ids and appending new ids (``rows``
+    were fetched with the snapshot's dimension)."""
+    slugs = sorted(set(rows.genres.values()) | set(snap.genre_slugs))
+    c = _columns(rows, slugs)
+    n_new = sum(1 for i in c["ids"] if i not in snap.index)
+    n = len(snap) + n_new
+    ids, titles, index = list(snap.item_ids), list(snap.titles), dict(snap.index)
+    for i in c["ids"]:
+        if i not in index:
+            index[i] = len(ids)
+            ids.append(i)
+            titles.append("")
+    target = np.asarray([index[i] for i in c["ids"]], dtype=np.int64)
+    for i, t in zip(target, c["titles"], strict=True):
+        titles[i] = t
+
+    def grow(a: np.ndarray, fill: Any) -> np.ndarray:
+        out = np.full((n, *a.shape[1:]), fill, dtype=a.dtype)
+        out[: len(a)] = a
+        return out
+
+    g = np.zeros((n, len(slugs)), dtype=bool)
+    old_cols = [slugs.index(s) for s in snap.genre_slugs]
+    if len(snap):
+        g[: len(snap), old_cols] = snap.genres
+    years, pop = grow(snap.years, -1), grow(snap.popularity, 0.0)
+    vecs, has = grow(snap.vectors, 0), grow(snap.has_vector, False)
+    years[target], pop[target], g[target], vecs[target], has[target] = (
+        c["years"], c["pop"], c["genres"], c["vecs"], c["has"])  # fmt: skip
+    return Snapshot(ids, index, titles, years, pop, slugs, {s: j for j, s in enumerate(slugs)}, g, vecs,
+                    has)  # fmt: skip

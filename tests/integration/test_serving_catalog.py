@@ -1,0 +1,119 @@
+"""The in-memory item catalog (serving/catalog.py) against the real Postgres: what it loads, how
+it picks up new, changed and deleted items, and that the API serves a new item at once."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import httpx
+import numpy as np
+import pytest
+
+from lambdarec.settings import Settings
+from serving.app import create_app
+from serving.candidates import ItemFilters
+from serving.catalog import Catalog
+from serving.deps import build_services
+from serving.recommend import Services
+from tests.integration.test_serving_api import World, world  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def svc(postgres: Settings, world: World) -> AsyncIterator[Services]:  # noqa: F811
+    s = build_services(postgres)
+    await s.pool.open(wait=True)
+    try:
+        yield s
+    finally:
+        await s.pool.close()
+
+
+async def test_load_holds_metadata_vectors_and_filters(svc: Services, world: World) -> None:  # noqa: F811
+    cat = Catalog()
+    await cat.load(svc.pool)
+    ids = [f"{world.p}i{i}" for i in range(10)]
+    async with svc.pool.connection() as conn:
+        look = await cat.lookup(conn, ids)  # all in the snapshot: no query
+    assert all(i in look.snap.index for i in ids)
+    for n, iid in enumerate(ids):
+        m = look.meta(iid)
+        assert m is not None and (m.title, m.year, m.popularity) == (f"Title {n}", 1990 + n, float(n))
+        assert m.genres == [world.genre]
+    unit = look.unit_vectors(ids)
+    want = np.stack([world.emb[i] / np.linalg.norm(world.emb[i]) for i in ids])
+    assert np.abs(unit - want).max() < 2e-3  # float16 storage
+    np.testing.assert_allclose(look.popularity(ids), np.arange(10, dtype=float))
+    # the vectorised filters agree with ItemFilters.accepts on every combination
+    for genre, lo, hi in itertools.product([None, world.genre, "no-such-genre"], [None, 1993], [None, 1996]):
+        f = ItemFilters(genre, lo, hi)
+        metas = [look.meta(i) for i in ids]
+        assert look.filter_mask(ids, f).tolist() == [m is not None and f.accepts(m) for m in metas]
+
+
+async def test_new_items_are_fetched_at_once_and_refresh_applies_changes(
+    svc: Services,
+    world: World,  # noqa: F811
+) -> None:
+    cat = Catalog(refresh_sec=60, margin=timedelta(0))
+    await cat.load(svc.pool)
+    assert await cat.refresh(svc.pool) == 0  # nothing changed: nothing re-read
+    before = len(cat.snapshot)
+    new = f"{world.p}new"
+    v = np.random.default_rng(1).standard_normal(svc.settings.embedding.dim).astype(np.float32)
+    world.conn.execute(
+        "INSERT INTO items (item_id, title, release_year, popularity_score, embedding) "
+        "VALUES (%s, 'Fresh', 2001, 5, %s)",
+        (new, v),
+    )
+    async with svc.pool.connection() as conn:
+        look = await cat.lookup(conn, [new, f"{world.p}missing"])
+    assert new not in look.snap.index  # not loaded yet, but fetched with the list
+    assert look.known(new) and look.meta(new).title == "Fresh"  # type: ignore[union-attr]
+    assert not look.known(f"{world.p}missing")
+    assert np.abs(look.unit_vectors([new])[0] - v / np.linalg.norm(v)).max() < 1e-6
+    assert look.filter_mask([new, f"{world.p}missing"], ItemFilters(year_from=2000)).tolist() == [True, False]
+
+    world.conn.execute(
+        "UPDATE items SET title = 'Renamed', popularity_score = 42 WHERE item_id = %s", (f"{world.p}i3",)
+    )
+    applied = await cat.refresh(svc.pool)
+    assert applied == 2  # the new item and the renamed one
+    snap = cat.snapshot
+    assert len(snap) == before + 1 and new in snap.index
+    assert snap.meta(snap.index[f"{world.p}i3"]).title == "Renamed"
+    assert snap.popularity[snap.index[f"{world.p}i3"]] == 42
+    assert snap.meta(snap.index[f"{world.p}i4"]).title == "Title 4"  # untouched rows kept
+    np.testing.assert_allclose(
+        snap.vectors[snap.index[new]].astype(np.float32), v / np.linalg.norm(v), atol=2e-3
+    )
+
+    world.conn.execute("DELETE FROM items WHERE item_id = %s", (f"{world.p}i9",))
+    await cat.refresh(svc.pool)  # the count went down: rebuilt
+    assert f"{world.p}i9" not in cat.snapshot.index and new in cat.snapshot.index
+
+
+async def test_api_serves_an_item_inserted_after_the_catalog_loaded(postgres: Settings, world: World) -> None:  # noqa: F811
+    user = world.user(preference_vector=world.emb[f"{world.p}i4"])
+    app = create_app(postgres)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+    ):
+        svc: Services = app.state.services
+        await svc.pool.wait(timeout=10)
+        await svc.catalog.load(svc.pool)
+        assert f"{world.p}i4" in svc.catalog.snapshot.index
+        new = f"{world.p}twin"  # the user's taste vector itself: the nearest item of all
+        world.conn.execute(
+            "INSERT INTO items (item_id, title, release_year, popularity_score, embedding) "
+            "VALUES (%s, 'Twin', 2001, 0, %s)",
+            (new, world.emb[f"{world.p}i4"]),
+        )
+        body = (await c.get(f"/v1/users/{user}/recommendations?k=5&exclude_seen=false")).json()
+        assert new not in svc.catalog.snapshot.index
+        got = {i["item_id"]: i for i in body["items"]}
+        assert new in got and got[new]["title"] == "Twin" and got[new]["source"] == "realtime"
