@@ -27,7 +27,6 @@ request that awaits between two lookups never sees half an update.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import time
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 from psycopg import AsyncConnection
 
+from serving.background import BackgroundTask, every
 from serving.candidates import ItemFilters, ItemMeta, item_meta_and_vectors
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ class Catalog:
         self.loaded_at: float | None = None  # monotonic time of the last full load
         self._watermark: datetime | None = None  # re-read rows updated after this (DB clock)
         self._extras: dict[str, _Extra] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("item-catalog")
 
     # -- per request ---------------------------------------------------------------------
     def held(self, item_ids: Iterable[str]) -> Lookup | None:
@@ -298,30 +298,22 @@ class Catalog:
                     return out
                 after = page[-1][0]
 
+    async def step(self, pool: Any) -> None:
+        """A full load when due (or never done), else a refresh of what changed."""
+        if self.loaded_at is None or time.monotonic() - self.loaded_at >= self.full_refresh_sec:
+            await self.load(pool)
+        else:
+            await self.refresh(pool)
+
     async def run(self, pool: Any) -> None:
         """Load, then refresh forever; a failure keeps the current snapshot and retries."""
-        while True:
-            try:
-                if self.loaded_at is None or time.monotonic() - self.loaded_at >= self.full_refresh_sec:
-                    await self.load(pool)
-                else:
-                    await self.refresh(pool)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("item catalog refresh failed (%r); serving the previous one", exc)
-            await asyncio.sleep(self.refresh_sec)
+        await every(self.refresh_sec, lambda: self.step(pool), "item catalog refresh")
 
     def start(self, pool: Any) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self.run(pool), name="item-catalog")
+        self._task.start(lambda: self.run(pool))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await self._task.stop()
 
 
 class _Rows:

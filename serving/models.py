@@ -23,6 +23,7 @@ from lambdarec.settings import Settings
 from schemas import model_updates
 from schemas.model_snapshot import load_item_factors
 from schemas.topics import MODEL_UPDATES, topic_name
+from serving.background import BackgroundTask
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class ModelStore:
     def __init__(self, settings: Settings, current: ItemFactors | None = None) -> None:
         self.settings = settings
         self.current: ItemFactors | None = current
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("model-updates-watch")
 
     async def switch(self, version: str, snapshot_uri: str) -> bool:
         """Load a snapshot in a thread and make it current; a failed load keeps the old model."""
@@ -131,12 +132,7 @@ class ModelStore:
                     await consumer.stop()
 
     def start_watching(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self.watch(), name="model-updates-watch")
+        self._task.start(self.watch)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await self._task.stop()

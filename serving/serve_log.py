@@ -25,6 +25,7 @@ from prometheus_client import Counter
 
 from lambdarec.settings import Settings
 from schemas.topics import SERVED, producer_config, topic_name
+from serving.background import BackgroundTask
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class ServeLog:
         self._kafka = kafka
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("serve-log-flush")
 
     def start(self) -> None:
         if self._kafka and self._producer is None:
@@ -90,8 +91,8 @@ class ServeLog:
             )
             self._thread = threading.Thread(target=self._poll, name="serve-log-poll", daemon=True)
             self._thread.start()
-        if self.pool is not None and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._flush_loop(), name="serve-log-flush")
+        if self.pool is not None:
+            self._task.start(self._flush_loop)
 
     def _poll(self) -> None:
         while not self._stop.is_set():
@@ -143,11 +144,7 @@ class ServeLog:
         return written
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await self._task.stop()
         with contextlib.suppress(Exception):
             await self.flush()
         if self._producer is not None:

@@ -9,16 +9,12 @@ hiccup must not switch an experiment off for a few seconds and mix variants into
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from serving.background import BackgroundTask, every
 from serving.experiments.assignment import Variant, boundaries, bucket, pick
-
-log = logging.getLogger(__name__)
 
 REFRESH_SEC = 5.0
 
@@ -53,7 +49,7 @@ class RunningExperiments:
         self.pool = pool
         self.refresh_sec = refresh_sec
         self._current: _Running | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("experiments-refresh")
 
     @property
     def experiment_id(self) -> int | None:
@@ -92,21 +88,8 @@ class RunningExperiments:
         salt = str((mine[0][1] or {}).get("salt", ""))
         return _Running(int(exp_id), salt, variants, tuple(boundaries(variants)))
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except Exception as exc:
-                log.warning("running experiments not refreshed (keeping the last state): %r", exc)
-            await asyncio.sleep(self.refresh_sec)
-
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop(), name="experiments-refresh")
+        self._task.start(lambda: every(self.refresh_sec, self.refresh, "running experiments refresh"))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await self._task.stop()
