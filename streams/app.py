@@ -50,6 +50,7 @@ own web port, and its own table directory (derived from the port).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -71,7 +72,13 @@ from schemas.dead_letters import Reason
 from schemas.topics import INTERACTIONS, producer_config, topic_name
 from streams import metrics as m
 from streams.consumer import BatchApp, BatchConsumer, BatchFeed
-from streams.dead_letters import DeadLetter, decode_event, dlq_topic, publish_dead_letter
+from streams.dead_letters import (
+    DeadLetter,
+    decode_event,
+    decode_plain_events,
+    dlq_topic,
+    publish_dead_letter,
+)
 from streams.embeddings import EmbeddingCache
 from streams.models import ModelHolder, watch_model_updates
 from streams.processors.profiles import BatchResult, Incoming, ProfileConfig, apply_batch
@@ -114,10 +121,55 @@ def profile_config(settings: Settings) -> ProfileConfig:
     )
 
 
+def tune_gc() -> None:
+    """Freeze what start-up allocated and collect the young generation less often.
+
+    Why: a batch allocates tens of thousands of short-lived objects (records, events, states),
+    so with the default threshold (700 allocations) the collector ran every few dozen records,
+    and each older-generation pass walked the app's long-lived objects (faust, aiokafka,
+    models) again. Frozen, those are skipped; gen0 at 20,000 as in the API
+    (``serving/__init__.py``). Measured: ``benchmarks/bench_stream.py``'s notes.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
+
+
 def worker_dir(settings: Settings) -> Path:
     """This worker's local table directory: ``<tables_dir>/<app_id>/port-<web_port>``."""
     base = settings.stream.tables_dir or settings.var_dir / "stream"
     return Path(base) / settings.stream.app_id / f"port-{settings.stream.web_port}"
+
+
+async def produce_batches(
+    producer: Any, topic: str, records: dict[int, list[tuple[bytes, bytes]]]
+) -> dict[Any, int]:
+    """Produce ``records`` (partition -> [(key, value)]) to ``topic`` and wait until Kafka
+    acknowledged all of them; returns each partition's last offset.
+
+    Why: ``producer.send`` per record costs a coroutine, metadata and transaction checks, a
+    log call and a future per record (~10 % of a worker's CPU for the state changelog). aiokafka's
+    batch API (``create_batch`` / ``send_batch``) appends to a record batch and returns one future
+    per batch, whose offset is the batch's base offset. ``producer``: faust's aiokafka
+    ``Producer`` (its started ``AIOKafkaProducer``) or an ``AIOKafkaProducer``. Records get the
+    current time as their timestamp, as with ``send``.
+    """
+    kafka = producer._ensure_producer() if hasattr(producer, "_ensure_producer") else producer
+    sent: list[tuple[asyncio.Future[Any], int]] = []
+    for partition, pairs in records.items():
+        batch = kafka.create_batch()
+        for key, value in pairs:
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it
+                sent.append((await kafka.send_batch(batch, topic, partition=partition), batch.record_count()))
+                batch = kafka.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    raise ValueError(f"{topic}: a {len(value)}-byte record does not fit in a batch")
+        sent.append((await kafka.send_batch(batch, topic, partition=partition), batch.record_count()))
+    last: dict[Any, int] = {}  # aiokafka TopicPartition -> offset
+    for (_, count), md in zip(sent, await asyncio.gather(*(f for f, _ in sent)), strict=True):
+        tp = md.topic_partition
+        last[tp] = max(last.get(tp, -1), md.offset + count - 1)
+    return last
 
 
 @dataclass
@@ -172,9 +224,9 @@ class SpeedLayer:
             return events
         if not await self._retry(events, self.max_failures):
             await self._one_by_one(events)
-        await self.commit(events, remember=generation == self._generation)
-        for msg in events:
-            self.positions[msg.partition] = max(self.positions.get(msg.partition, 0), msg.offset + 1)
+        committed = await self.commit(events, remember=generation == self._generation)
+        for tp, offset in committed.items():
+            self.positions[tp.partition] = max(self.positions.get(tp.partition, 0), offset)
         self.update_lag()
         m.BATCH_SIZE.labels(AGENT).observe(len(events))
         m.STAGE_SECONDS.labels(AGENT, "total").observe(time.monotonic() - t0)
@@ -261,9 +313,10 @@ class SpeedLayer:
             await self.app.consumer.seek(tp, off)
         return keep if len(keep) != len(events) else events
 
-    async def commit(self, events: Sequence[Message], *, remember: bool = True) -> None:
+    async def commit(self, events: Sequence[Message], *, remember: bool = True) -> dict[TP, int]:
         """Commit, per partition, the offset after the batch's last record (see the module doc);
-        ``remember``: also expect the next records there (not after a rebalance mid-batch)."""
+        ``remember``: also expect the next records there (not after a rebalance mid-batch).
+        Returns those offsets."""
         offsets: dict[TP, int] = {}
         for msg in events:
             offsets[msg.tp] = max(offsets.get(msg.tp, 0), msg.offset + 1)
@@ -272,6 +325,7 @@ class SpeedLayer:
         # BatchConsumer.commit_offsets: faust's commit step; it drops partitions revoked
         # meanwhile (their new owner re-applies them: idempotent)
         await cast(BatchConsumer, self.app.consumer).commit_offsets(offsets)
+        return offsets
 
     def forget(self, tps: Any) -> None:
         """Partitions revoked or (re)assigned: where they resume is the group's committed offset."""
@@ -303,24 +357,29 @@ class SpeedLayer:
     def _decode(
         self, events: Sequence[Message]
     ) -> tuple[list[Incoming], list[DeadLetter], dict[str, Message]]:
+        """(events to apply, dead letters, each user's last record); the valid records in one
+        decoder call (``decode_plain_events``), the others through ``decode_event``."""
         items: list[Incoming] = []
         letters: list[DeadLetter] = []
         last_event: dict[str, Message] = {}
-        for msg in events:
+        fast = decode_plain_events([msg.value for msg in events])
+        for msg, event in zip(events, fast, strict=True):
             ts_ms = int(msg.timestamp * 1000) if msg.timestamp else None
-            res = decode_event(
-                msg.value,
-                key=msg.key,
-                topic=msg.topic,
-                partition=msg.partition,
-                offset=msg.offset,
-                timestamp_ms=ts_ms,
-            )
-            if isinstance(res, DeadLetter):
-                letters.append(res)
-                continue
-            items.append(Incoming(res, msg.partition, msg.offset, ts_ms))
-            last_event[res.user_id] = msg
+            if event is None:
+                res = decode_event(
+                    msg.value,
+                    key=msg.key,
+                    topic=msg.topic,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                    timestamp_ms=ts_ms,
+                )
+                if isinstance(res, DeadLetter):
+                    letters.append(res)
+                    continue
+                event = res
+            items.append(Incoming(event, msg.partition, msg.offset, ts_ms))
+            last_event[event.user_id] = msg
         return items, letters, last_event
 
     async def _process_once(
@@ -370,18 +429,18 @@ class SpeedLayer:
     ) -> None:
         """Write changed states to the store and the changelog; wait until Kafka has them.
 
-        Sent with the app's producer directly rather than ``table[key] = value``: faust's
-        per-record future/callback machinery cost half of a batch's time, and the record, its
-        partition and the persisted-offset bookkeeping are the same.
+        Sent as whole record batches through aiokafka's batch API (:func:`produce_batches`)
+        rather than ``table[key] = value`` or one ``producer.send`` per user: faust's and
+        aiokafka's per-record path (a coroutine, checks, a future and a callback per record) cost
+        more than building the batches. The records, their partition (the event's) and the
+        persisted-offset bookkeeping are the same.
 
         Users of partitions this worker lost meanwhile (a rebalance) are skipped: their new
         owner re-applies the batch from its own recovered state (Postgres is idempotent).
         """
         assigned = self.app.consumer.assignment()
         table_data = self.table.data
-        topic = self.table.changelog_topic.get_topic_name()
-        send = self.app.producer.send
-        futures = []
+        records: dict[int, list[tuple[bytes, bytes]]] = {}
         for user in result.users:
             msg = last_event[user]
             if msg.tp not in assigned:
@@ -389,18 +448,16 @@ class SpeedLayer:
             key, value = user.encode(), encode_state(states[user])
             with event_context(msg):
                 table_data[key] = value  # the local store (RocksDB partition of the event)
-            futures.append(await send(topic, key, value, msg.partition, None, None))
-        if not futures:
+            records.setdefault(msg.partition, []).append((key, value))
+        if not records:
             return
-        # Kafka has every record once these resolve; then record how far the local store is
+        # Kafka has every record once this returns; then record how far the local store is
         # (what faust's own changelog callback does), so a restart replays only what is newer.
-        persisted: dict[Any, int] = {}
-        for md in await asyncio.gather(*futures):
-            tp = md.topic_partition
-            persisted[tp] = max(persisted.get(tp, -1), md.offset)
+        topic = self.table.changelog_topic.get_topic_name()
+        persisted = await produce_batches(self.app.producer, topic, records)
         for tp, offset in persisted.items():
             table_data.set_persisted_offset(tp, offset)
-        m.STATE_WRITES.labels(TABLE).inc(len(futures))
+        m.STATE_WRITES.labels(TABLE).inc(sum(map(len, records.values())))
 
     def _observe(
         self, result: BatchResult, letters: list[DeadLetter], committed: float, n_items: int
@@ -521,6 +578,7 @@ def build_app(settings: Settings) -> faust.App:
             await asyncio.wait_for(layer.models.ready.wait(), MODEL_WAIT_SEC)
         except TimeoutError:
             log.warning("no answer from model-updates in %ss; starting without a model", MODEL_WAIT_SEC)
+        tune_gc()
         while True:  # an app task that raises stops the worker: restart the loop instead
             try:
                 await layer.run(feed)

@@ -6,9 +6,10 @@ decode, channel queue), the stream iterator, ``noack_take``'s buffer and one ``a
 about 35 % of a worker's CPU at 8k events/s, before any of our processing. The speed layer wants
 batches anyway (one Postgres transaction per batch), so for its source topic this consumer
 skips all of that: each ``getmany`` round's records of the topic become **one list** of
-:class:`faust.types.Message` put on a small bounded :class:`BatchFeed`; the speed layer takes
-them from there (``SpeedLayer.run``). Every other topic (table changelogs during recovery, the
-leader topic) still takes faust's per-record path unchanged.
+:class:`BatchMessage` (a lean :class:`faust.types.Message`) put on a small bounded
+:class:`BatchFeed`; the speed layer takes them from there (``SpeedLayer.run``). Every other
+topic (table changelogs during recovery, the leader topic) still takes faust's per-record path
+unchanged.
 
 What stays faust's: the app, the aiokafka driver and its consumer thread, the subscription
 (the source topic is registered with the conductor, so the assignor still co-partitions it with
@@ -48,6 +49,33 @@ from faust.types import TP, Message, TopicT
 #: getmany rounds the feed holds before the fetcher waits (back-pressure: the rest stays in
 #: aiokafka's prefetch buffer and in Kafka)
 FEED_ROUNDS = 4
+
+
+class BatchMessage(Message):
+    """One record of a batch topic: a :class:`faust.types.Message` with only the fields a
+    reader of the record uses (topic, partition, offset, timestamp in seconds, timestamp type,
+    headers, key, value, ``tp``, ``generation_id``), not faust's tracking ones (``acked``,
+    ``refcount``, ``tracked``, timings, sizes, checksum: nobody acks it).
+
+    Why: faust's constructor sets twenty fields; for every record of the source topic that was
+    ~0.7 µs of CPU against ~0.35 µs here. The fields left out stay unset (reading one raises
+    AttributeError): these messages never enter faust's stream or ack machinery.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, tp: TP, record: Any, generation_id: int) -> None:
+        self.topic = record.topic
+        self.partition = record.partition
+        self.offset = record.offset
+        ts = record.timestamp
+        self.timestamp = ts / 1000.0 if ts is not None else cast(float, None)
+        self.timestamp_type = record.timestamp_type
+        self.headers = record.headers
+        self.key = record.key
+        self.value = record.value
+        self.tp = tp
+        self.generation_id = generation_id
 
 
 class BatchFeed:
@@ -171,7 +199,6 @@ class BatchConsumer(aiokafka_driver.Consumer):
         read_offset = self._read_offset
         set_flag = self.diag.set_flag
         unset_flag = self.diag.unset_flag
-        to_message = self._to_plain_message
         monitor = self.app.monitor
         inbound: dict[TP, float] = getattr(monitor, "stream_inbound_time", {})
         feeds = self.feeds
@@ -199,7 +226,7 @@ class BatchConsumer(aiokafka_driver.Consumer):
                     if tp.topic in feeds:
                         r_offset = read_offset[tp]
                         msgs = [
-                            to_message(tp, rec, generation)
+                            BatchMessage(tp, rec, generation)
                             for rec in recs
                             if r_offset is None or rec.offset >= r_offset
                         ]
@@ -252,26 +279,6 @@ class BatchConsumer(aiokafka_driver.Consumer):
                     await self.commit()
                 await self.wait_first(self.callback(message), self.suspend_flow.wait())
                 read_offset[tp] = offset
-
-    @staticmethod
-    def _to_plain_message(tp: TP, record: Any, generation: int) -> Message:
-        """A :class:`Message` (not faust's tracked ``ConsumerMessage``: nobody acks it)."""
-        ts = record.timestamp
-        return Message(
-            record.topic,
-            record.partition,
-            record.offset,
-            ts / 1000.0 if ts is not None else cast(float, None),
-            record.timestamp_type,
-            record.headers,
-            record.key,
-            record.value,
-            record.checksum,
-            record.serialized_key_size,
-            record.serialized_value_size,
-            tp,
-            generation_id=generation,
-        )
 
 
 class BatchTransport(aiokafka_driver.Transport):

@@ -120,3 +120,48 @@ async def _run(
         return seen, batches, assigned, len(app.consumer.unacked)
     finally:
         await app.stop()
+
+
+def test_changelog_batches_are_acknowledged_with_their_last_offsets(kafka: Settings) -> None:
+    """``produce_batches`` (the speed layer's state changelog writes): every record lands, in
+    order, on its partition, and the offsets it returns are each partition's last record's,
+    also when a partition's records need several record batches."""
+    from aiokafka import AIOKafkaProducer
+
+    from streams.app import produce_batches
+
+    many = [(b"k%d" % i, b"v" * 1000 + b"%d" % i) for i in range(60)]  # ~4 batches of 16 KiB
+    records = {0: many, 1: [(b"a", b"1"), (b"b", b"2")]}
+
+    async def produce(topic: str) -> tuple[dict[Any, int], dict[Any, int]]:
+        p = AIOKafkaProducer(
+            bootstrap_servers=kafka.kafka.bootstrap_servers, acks="all", max_batch_size=16 * 1024
+        )
+        await p.start()
+        try:
+            return await produce_batches(p, topic, records), await produce_batches(
+                p, topic, {1: [(b"c", b"3")]}
+            )
+        finally:
+            await p.stop()
+
+    with temp_topics(kafka, 2) as (topic,):
+        first, second = asyncio.run(produce(topic))
+        assert {tuple(tp): off for tp, off in first.items()} == {(topic, 0): 59, (topic, 1): 1}
+        assert {tuple(tp): off for tp, off in second.items()} == {(topic, 1): 2}
+        c = KafkaConsumer(
+            {"bootstrap.servers": kafka.kafka.bootstrap_servers, "group.id": f"t-{uuid.uuid4().hex[:8]}"}
+        )
+        got: dict[int | None, list[tuple[bytes | None, bytes | None]]] = defaultdict(list)
+        try:
+            c.assign([TopicPartition(topic, 0, 0), TopicPartition(topic, 1, 0)])
+            for _ in range(30):
+                for m in c.consume(100, timeout=1.0):
+                    assert m.error() is None
+                    got[m.partition()].append((m.key(), m.value()))
+                if sum(map(len, got.values())) >= 63:
+                    break
+        finally:
+            c.close()
+        assert got[0] == many
+        assert got[1] == [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]

@@ -180,3 +180,19 @@ def test_records_fetched_before_a_rebalance_are_dropped_when_taken() -> None:
         return _offsets(await feed.get(10))
 
     assert asyncio.run(scenario()) == [(0, 0), (0, 1)]
+
+
+def test_batch_messages_carry_what_readers_of_a_record_use() -> None:
+    from aiokafka.structs import ConsumerRecord
+
+    from streams.consumer import BatchMessage
+
+    tp = TP("src", 3)
+    rec = ConsumerRecord("src", 3, 42, 1_700_000_000_123, 0, b"k", b"v", None, 1, 1, [("h", b"x")])
+    msg = BatchMessage(tp, rec, 7)
+    assert isinstance(msg, Message)
+    assert (msg.topic, msg.partition, msg.offset, msg.tp, msg.generation_id) == ("src", 3, 42, tp, 7)
+    assert (msg.key, msg.value, msg.headers, msg.timestamp_type) == (b"k", b"v", [("h", b"x")], 0)
+    assert msg.timestamp == 1_700_000_000.123
+    no_ts = ConsumerRecord("src", 3, 43, None, 0, None, b"v", None, 0, 1, [])  # type: ignore[arg-type]
+    assert BatchMessage(tp, no_ts, 7).timestamp is None
