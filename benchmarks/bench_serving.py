@@ -600,7 +600,7 @@ def freshness(n: int) -> dict[str, float]:
     """Event produced -> the next response reflects it, ``n`` times (one user each, in turn).
 
     A private world (stream_support: scratch database, own topics, a real ``lambdarec stream
-    worker`` with the default ``stream.flush_interval_sec``), the API in process with the cache
+    worker`` with its default settings), the API in process with the cache
     on: each user's popular list is cached first, then one ``play`` event is produced and the list
     polled every 10 ms until it is personalised. The clock starts before the producer is created
     and flushed, so the figure includes the client side of the produce.
