@@ -174,7 +174,11 @@ def test_refit_bulk_mode_rebuilds_the_index(conn: psycopg.Connection, db: Settin
     _embed(conn, db, models)
     before = hnsw_indexes(conn)
     conn.commit()
-    assert len(before) == 1
+    # the full-precision index (001) and the serving ANN's halfvec one (011): both rebuilt
+    assert sorted(name.split(".")[-1] for name, _ in before) == [
+        "items_embedding_half_hnsw_idx",
+        "items_embedding_hnsw_idx",
+    ]
     same = _embed(conn, db, models, refit=True)
     assert same.fitted and same.pending == 0  # refit on the same corpus = the same model: no work
     items = parse_catalog(ML).items

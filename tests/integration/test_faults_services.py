@@ -238,7 +238,8 @@ def test_postgres_down_20s_api_degrades_and_ingest_continues(
                 assert (
                     seed.items[7] in _from_batch(warm_batch) and warm_batch["model_version"] == f"{seed.p}v1"
                 )
-                assert client.get(f"{url}/v1/popular", params={"genre": seed.genre}).status_code == 200
+                warm_pop = client.get(f"{url}/v1/popular", params={"genre": seed.genre})
+                assert warm_pop.status_code == 200 and warm_pop.json()["items"], warm_pop.text
                 assert client.post(f"{url}/v1/events", json=event_dict(0), headers=headers).status_code == 202
 
                 ps.stop("postgres")
@@ -264,7 +265,11 @@ def test_postgres_down_20s_api_degrades_and_ingest_continues(
                     assert taste.json()["items"] == warm_taste["items"]
                     assert batch.json()["items"] == warm_batch["items"]
                     assert new.json()["degraded"] is True and new.json()["items"], new.text
-                    assert pop.json()["degraded"] is True
+                    # the popular list the API holds in process (fresh for 30 s, titles from its
+                    # item catalog) needs no Postgres: the same items, degraded or not
+                    assert [i["item_id"] for i in pop.json()["items"]] == [
+                        i["item_id"] for i in warm_pop.json()["items"]
+                    ], pop.text
                     n += 1
                     time.sleep(0.2)
                 for k in ("taste", "batch", "new", "popular"):
