@@ -278,22 +278,9 @@ def stream_env(
         migrate(s)
         items = seed_items(s, n_items, dim)
         _create_topics(s, partitions)
+        # every setting of this private world (Settings.as_env), never the caller's LAMBDAREC_*
         env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDAREC_")}
-        env.update(
-            {
-                "LAMBDAREC_VAR_DIR": str(s.var_dir),
-                "LAMBDAREC_POSTGRES__URL": s.postgres.url,
-                "LAMBDAREC_REDIS__URL": s.redis.url,
-                "LAMBDAREC_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
-                "LAMBDAREC_KAFKA__TOPIC_PREFIX": prefix,
-                "LAMBDAREC_KAFKA__PARTITIONS": str(partitions),
-                "LAMBDAREC_EMBEDDING__DIM": str(dim),
-                "LAMBDAREC_STREAM__APP_ID": app_id,
-                "LAMBDAREC_STREAM__TABLES_DIR": str(tmp / "tables"),
-                "LAMBDAREC_STREAM__STORE": store,
-                **(extra_env or {}),
-            }
-        )
+        env.update({**s.as_env(), **(extra_env or {})})
         se = StreamEnv(s, tmp, env, items)
         try:
             yield se
