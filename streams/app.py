@@ -68,17 +68,11 @@ from faust.types import TP, Message
 from prometheus_client import generate_latest
 
 from lambdarec.settings import Settings
-from schemas.dead_letters import Reason
+from schemas.dead_letters import Reason, decode_events
 from schemas.topics import INTERACTIONS, producer_config, topic_name
 from streams import metrics as m
 from streams.consumer import BatchApp, BatchConsumer, BatchFeed
-from streams.dead_letters import (
-    DeadLetter,
-    decode_event,
-    decode_plain_events,
-    dlq_topic,
-    publish_dead_letter,
-)
+from streams.dead_letters import DeadLetter, dlq_topic, publish_dead_letter
 from streams.embeddings import EmbeddingCache
 from streams.models import ModelHolder, watch_model_updates
 from streams.processors.profiles import BatchResult, Incoming, ProfileConfig, apply_batch
@@ -357,27 +351,20 @@ class SpeedLayer:
     def _decode(
         self, events: Sequence[Message]
     ) -> tuple[list[Incoming], list[DeadLetter], dict[str, Message]]:
-        """(events to apply, dead letters, each user's last record); the valid records in one
-        decoder call (``decode_plain_events``), the others through ``decode_event``."""
+        """(events to apply, dead letters, each user's last record), decoded as one batch
+        (``schemas.dead_letters.decode_events``)."""
         items: list[Incoming] = []
         letters: list[DeadLetter] = []
         last_event: dict[str, Message] = {}
-        fast = decode_plain_events([msg.value for msg in events])
-        for msg, event in zip(events, fast, strict=True):
-            ts_ms = int(msg.timestamp * 1000) if msg.timestamp else None
-            if event is None:
-                res = decode_event(
-                    msg.value,
-                    key=msg.key,
-                    topic=msg.topic,
-                    partition=msg.partition,
-                    offset=msg.offset,
-                    timestamp_ms=ts_ms,
-                )
-                if isinstance(res, DeadLetter):
-                    letters.append(res)
-                    continue
-                event = res
+        stamps = [int(msg.timestamp * 1000) if msg.timestamp else None for msg in events]
+        origins = [
+            (m.value, m.key, m.topic, m.partition, m.offset, ts) for m, ts in zip(events, stamps, strict=True)
+        ]
+        decoded = decode_events(origins)
+        for msg, ts_ms, event in zip(events, stamps, decoded, strict=True):
+            if isinstance(event, DeadLetter):
+                letters.append(event)
+                continue
             items.append(Incoming(event, msg.partition, msg.offset, ts_ms))
             last_event[event.user_id] = msg
         return items, letters, last_event

@@ -1,8 +1,8 @@
 """Dead letters: what happens to a record of ``interactions`` that is not a valid InteractionEvent.
 
 Every consumer of the interactions topic decodes through :func:`decode_event` (or
-:func:`decode_message`, which adds the Kafka origin; the speed layer decodes its batches'
-valid records in one call first, :func:`decode_plain_events`). It never raises: a bad record becomes a
+:func:`decode_message`, which adds the Kafka origin; the speed layer and the lake archiver decode
+whole batches with ``schemas.dead_letters.decode_events``). It never raises: a bad record becomes a
 :class:`DeadLetter` instead of crashing the consumer or being dropped silently, and
 :func:`publish_dead_letter` puts it on ``interactions-dlq`` where ``lambdarec dlq inspect`` counts
 it and ``lambdarec dlq replay`` re-validates it once the cause is fixed.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,50 +39,6 @@ def decode_message(msg: Message) -> ev.InteractionEvent | DeadLetter:
         offset=msg.offset(),
         timestamp_ms=ts if ts_type else None,
     )
-
-
-_event_decoder = msgspec.json.Decoder(ev.InteractionEvent)
-
-
-def decode_plain_events(raws: Sequence[bytes | None]) -> list[ev.InteractionEvent | None]:
-    """Decode the plain records of a batch in one msgspec call; None where :func:`decode_event`
-    must judge the record (then call it for that record: valid or not, its verdict is final).
-
-    Why: a worker decodes every record, and ``decode_event`` per record (calls, keyword
-    arguments, checks) cost ~2.6 µs of CPU against ~0.9 µs here (1,000 benchmark events).
-    ``tests/unit/test_events_dead_letters.py`` checks that both agree. The types and rules are
-    the same decoder's (the ``InteractionEvent`` struct); only records ``schemas.events.decode`` would
-    check further are left out: oversized ones, and ones with a backslash escape or a DEL byte
-    (the id check).
-
-    Why joining is safe: a plain record starts with ``{`` and ends with ``}``, and they are
-    joined with newlines. A newline may not occur raw inside a JSON string, and after a ``}``
-    inside a value only ``,``, ``}`` or ``]`` may follow, never ``{``; so a value cannot span
-    two records, and exactly one value per record (the count is checked) means each value is
-    its record. Any error (a bad record among them) gives up on the whole round: all None.
-    """
-    out: list[ev.InteractionEvent | None] = [None] * len(raws)
-    max_bytes = ev.limits().max_event_bytes
-    plain = [
-        (i, raw)
-        for i, raw in enumerate(raws)
-        if raw and raw[0] == 123 and raw[-1] == 125 and len(raw) <= max_bytes  # { ... }
-    ]
-    if not plain:
-        return out
-    buf = b"\n".join([raw for _, raw in plain])
-    if b"\\" in buf or b"\x7f" in buf:  # rare: leave those records to decode_event
-        plain = [(i, raw) for i, raw in plain if b"\\" not in raw and b"\x7f" not in raw]
-        buf = b"\n".join([raw for _, raw in plain])
-    try:
-        events = _event_decoder.decode_lines(buf)
-    except Exception:  # a bad record among them (or a decoder bug): each gets decode_event's verdict
-        return out
-    if len(events) != len(plain):
-        return out
-    for (i, _), event in zip(plain, events, strict=True):
-        out[i] = event
-    return out
 
 
 def dlq_topic(settings: Settings) -> str:

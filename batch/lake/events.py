@@ -30,7 +30,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from batch.lake.storage import Lake
 from batch.lake.txn import SOURCE_TOPIC, DedupIndex, KafkaRecord, Writer, without_source
 from schemas import events as ev
-from schemas.dead_letters import DeadLetter, decode_event
+from schemas.dead_letters import DeadLetter, decode_events
 from schemas.lake import BRONZE_INTERACTIONS, SILVER_INTERACTIONS, TS
 
 log = logging.getLogger(__name__)
@@ -69,19 +69,10 @@ class DecodedInteractions:
 
 def decode_interactions(records: Sequence[KafkaRecord]) -> DecodedInteractions:
     """Decode every record (never raises: bad ones become DeadLetters with their origin)."""
-    out = DecodedInteractions(list(records))
-    for r in records:
-        res = decode_event(
-            r.value,
-            key=r.key,
-            topic=r.topic,
-            partition=r.partition,
-            offset=r.offset,
-            timestamp_ms=r.timestamp_ms,
-        )
-        out.results.append(res)
-        out.event_ids.append(str(res.event_id) if isinstance(res, ev.InteractionEvent) else None)
-    return out
+    origins = [(r.value, r.key, r.topic, r.partition, r.offset, r.timestamp_ms) for r in records]
+    results = decode_events(origins)
+    ids = [str(e.event_id) if isinstance(e, ev.InteractionEvent) else None for e in results]
+    return DecodedInteractions(list(records), results, ids)
 
 
 def _key_text(key: bytes | None) -> str | None:

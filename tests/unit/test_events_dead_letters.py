@@ -9,8 +9,14 @@ import uuid
 import pytest
 
 from schemas import events as ev
-from schemas.dead_letters import DeadLetter, Reason, decode_dead_letter, decode_event, encode_dead_letter
-from streams.dead_letters import decode_plain_events
+from schemas.dead_letters import (
+    DeadLetter,
+    Reason,
+    decode_dead_letter,
+    decode_event,
+    decode_plain_events,
+    encode_dead_letter,
+)
 
 VALID = json.dumps(
     {

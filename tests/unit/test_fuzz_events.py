@@ -229,8 +229,7 @@ def test_oversized_unicode_is_measured_in_bytes(text: str) -> None:
 def test_batch_decoding_returns_only_what_decode_event_accepts(raws: list[bytes]) -> None:
     """The speed layer's one-call decode of a batch (streams/dead_letters.py) never accepts a
     record ``decode_event`` rejects, nor turns one into another event."""
-    from schemas.dead_letters import decode_event
-    from streams.dead_letters import decode_plain_events
+    from schemas.dead_letters import decode_event, decode_plain_events
 
     for raw, event in zip(raws, decode_plain_events(raws), strict=True):
         if event is not None:
