@@ -418,6 +418,11 @@ class ServingSettings(BaseModel):
     log_flush_interval_sec: float = Field(1.0, gt=0)
     model_algorithm: str = Field("als", description="whose promotions serving loads (item factors)")
     max_id_length: int = Field(128, ge=1, description="user/item ids longer than this are refused (422)")
+    fast_path: bool = Field(
+        True,
+        description="answer valid recommendation requests without FastAPI's routing and validation "
+        "(serving/fast_path.py); anything unusual still goes through the FastAPI route",
+    )
     require_api_keys: bool = Field(True, description="write endpoints need X-API-Key (off only in tests)")
 
 

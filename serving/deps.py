@@ -87,11 +87,16 @@ async def require_write_key(
 
 async def read_rate_limit(request: Request) -> None:
     """Per-client-IP limit on the (anonymous) read endpoints."""
-    settings: Settings = request.app.state.settings
-    store: KeyStore | None = getattr(request.app.state, "keystore", None)
+    check_read_rate(request.app.state, request.client.host if request.client else "unknown")
+
+
+def check_read_rate(state: Any, ip: str) -> None:
+    """:func:`read_rate_limit` given the app's state and the client address (the recommendation
+    fast path, serving/fast_path.py, has no ``Request``); 429 past the limit."""
+    settings: Settings = state.settings
+    store: KeyStore | None = getattr(state, "keystore", None)
     if store is None:
         return
-    ip = request.client.host if request.client else "unknown"
     limit = settings.serving.anonymous_rate_limit_per_minute
     ok, reset = store.allow_batched(f"ip{ip}", limit)  # no Redis round trip per read
     if not ok:
