@@ -600,80 +600,23 @@ def freshness(n: int) -> dict[str, float]:
     """Event produced -> the next response reflects it, ``n`` times (one user each, in turn).
 
     A private world (stream_support: scratch database, own topics, a real ``lambdarec stream
-    worker`` with its default settings), the API in process with the cache
-    on: each user's popular list is cached first, then one ``play`` event is produced and the list
-    polled every 10 ms until it is personalised. The clock starts before the producer is created
+    worker`` with its default settings), the API in process with the cache on: each user's
+    popular list is cached first, then one ``play`` event is produced and the list polled every
+    10 ms until it is personalised (serving_support.changed_list_latencies, the loop of
+    tests/integration/test_serving_freshness.py). The clock starts before the event is sent
     and flushed, so the figure includes the client side of the produce.
     """
     import asyncio
-    import uuid
-    from datetime import UTC, datetime
 
-    from schemas.events import EventType, InteractionEvent
-    from serving.app import create_app
+    from tests.integration.serving_support import changed_list_latencies
     from tests.integration.stream_support import publish_model, stream_env
 
-    base = get_settings()
-    with tempfile.TemporaryDirectory() as tmp, stream_env(base, Path(tmp)) as se:
+    with tempfile.TemporaryDirectory() as tmp, stream_env(get_settings(), Path(tmp)) as se:
         publish_model(se, "v1", seed=3)
         se.start_worker()
-        users = [f"fresh-{uuid.uuid4().hex[:8]}" for _ in range(n)]
-        with se.pg() as conn:
-            for u in users:
-                conn.execute(
-                    "INSERT INTO user_profiles (user_id, data_usage_consent) VALUES (%s, true)", (u,)
-                )
-
-        async def run() -> list[float]:
-            app = create_app(se.settings)
-            async with (
-                app.router.lifespan_context(app),
-                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
-            ):
-                svc = app.state.services
-                await svc.pool.wait(timeout=10)
-                deadline = time.monotonic() + 60
-                while svc.models.current is None and time.monotonic() < deadline:
-                    await asyncio.sleep(0.2)
-                took = []
-                producer = se.producer()  # one long-lived producer, as an application has
-                warm = warm_event(se)
-                await asyncio.to_thread(_send, producer, warm)
-                await asyncio.to_thread(
-                    se.wait_for,
-                    lambda: (
-                        se.scalar(
-                            "SELECT count(*) FROM rt_user_interactions WHERE user_id = %s", warm.user_id
-                        )
-                        == 1
-                    ),
-                    60,
-                    "warm-up event applied",
-                )
-                for i, u in enumerate(users):
-                    url = f"/v1/users/{u}/recommendations?k=5"
-                    await c.get(url)
-                    assert (await c.get(url)).json()["cache_hit"] is True
-                    t0 = time.monotonic()
-                    event = InteractionEvent(
-                        event_id=uuid.uuid4(),
-                        user_id=u,
-                        item_id=se.item_ids[(i * 7) % len(se.item_ids)],
-                        type=EventType.PLAY,
-                        occurred_at=datetime.now(UTC),
-                    )
-                    await asyncio.to_thread(_send, producer, event)
-                    while time.monotonic() - t0 < 30:
-                        if (await c.get(url)).json()["algorithm_source"] != "popular":
-                            break
-                        await asyncio.sleep(0.01)
-                    took.append(time.monotonic() - t0)
-                producer.close()
-                return took
-
-        took_in_order = asyncio.run(run())
-        print("freshness per event (s, in order):", " ".join(f"{t:.2f}" for t in took_in_order))
-        took = sorted(took_in_order)
+        took_in_order = [run.seconds for run in asyncio.run(changed_list_latencies(se, n))]
+    print("freshness per event (s, in order):", " ".join(f"{t:.2f}" for t in took_in_order))
+    took = sorted(took_in_order)
     q = np.quantile(np.asarray(took) * 1000, [0.5, 0.9, 0.99])
     return {
         "events": n,
@@ -682,27 +625,6 @@ def freshness(n: int) -> dict[str, float]:
         "p99_ms": round(q[2], 1),
         "max_ms": round(took[-1] * 1000, 1),
     }
-
-
-def _send(producer: Any, event: Any) -> None:
-    producer.send(event)
-    producer.flush(10)
-
-
-def warm_event(se: Any) -> Any:
-    """One event before the clock runs: the producer is connected, the worker owns its partitions."""
-    import uuid
-    from datetime import UTC, datetime
-
-    from schemas.events import EventType, InteractionEvent
-
-    return InteractionEvent(
-        event_id=uuid.uuid4(),
-        user_id=f"warm-{uuid.uuid4().hex[:8]}",
-        item_id=se.item_ids[0],
-        type=EventType.PLAY,
-        occurred_at=datetime.now(UTC),
-    )
 
 
 @contextlib.contextmanager

@@ -90,6 +90,8 @@ class BatchFeed:
         """``generation``: the consumer's current generation; queued records fetched in an
         older one (before a rebalance) are dropped when taken (they are fetched again)."""
         self._rounds: asyncio.Queue[list[Message]] = asyncio.Queue(maxsize)
+        # records in ``_rounds``, kept by every put and take: the queue only counts rounds
+        self._queued = 0
         self._carry: deque[Message] = deque()  # the rest of a round larger than max_records
         self._generation = generation
         self._idle = asyncio.Event()
@@ -100,16 +102,18 @@ class BatchFeed:
 
     def put_nowait(self, batch: list[Message]) -> None:
         self._rounds.put_nowait(batch)
+        self._queued += len(batch)
 
     async def put(self, batch: list[Message]) -> None:
-        await self._rounds.put(batch)
+        await self._rounds.put(batch)  # no await between its put_nowait and the count below
+        self._queued += len(batch)
 
     def pending(self) -> int:
         """Records queued (not taken yet)."""
-        queued: Iterable[list[Message]] = self._rounds._queue  # type: ignore[attr-defined]
-        return len(self._carry) + sum(len(r) for r in queued)
+        return len(self._carry) + self._queued
 
     def _take(self, batch: list[Message]) -> None:
+        self._queued -= len(batch)
         # a round is fetched in one generation; one from before a rebalance can still slip in
         # (a put that won the race with the flow stop and clear()): drop it
         if batch and (self._generation is None or batch[0].generation_id == self._generation()):
@@ -151,6 +155,7 @@ class BatchFeed:
         self._carry.clear()
         while not self._rounds.empty():
             self._rounds.get_nowait()
+        self._queued = 0
 
 
 class BatchConsumer(aiokafka_driver.Consumer):

@@ -34,11 +34,19 @@ def admin(settings: Settings) -> AdminClient:
 def temp_topics(settings: Settings, *partitions: int) -> Iterator[list[str]]:
     """Create one fresh topic per entry of ``partitions``; delete them afterwards."""
     names = [f"test.events-{uuid.uuid4().hex[:12]}" for _ in partitions]
+    with created_topics(
+        settings,
+        [NewTopic(n, num_partitions=p, replication_factor=1) for n, p in zip(names, partitions, strict=True)],
+    ) as created:
+        yield created
+
+
+@contextmanager
+def created_topics(settings: Settings, topics: list[NewTopic]) -> Iterator[list[str]]:
+    """Create ``topics`` and wait until the broker's metadata shows them; delete them afterwards."""
+    names = [t.topic for t in topics]
     a = admin(settings)
-    futures = a.create_topics(
-        [NewTopic(n, num_partitions=p, replication_factor=1) for n, p in zip(names, partitions, strict=True)]
-    )
-    for f in futures.values():
+    for f in a.create_topics(topics).values():
         f.result(timeout=30)
     _wait_for_metadata(a, names)
     try:

@@ -31,12 +31,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
 from infra.s3 import s3_client
 from lambdarec.settings import Settings
 from schemas.dead_letters import DeadLetter, Reason, encode_dead_letter
-from tests.integration.events_support import end_offsets
+from tests.integration.events_support import created_topics, end_offsets
 from tests.ports import free_port
 
 #: a Delta commit: ``_delta_log/00000000000000000012.json`` (or delta-rs' temp commit file)
@@ -179,20 +179,12 @@ def lake_topics(settings: Settings, partitions: int = 3) -> Iterator[list[str]]:
     """Create the project's topics under ``settings.kafka.topic_prefix``; delete them afterwards."""
     from schemas.topics import topic_configs
 
-    a = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
-    names = []
-    new = []
-    for name, _p, cfg in topic_configs(settings):
-        names.append(name)
-        new.append(NewTopic(name, num_partitions=partitions, replication_factor=1, config=cfg))
-    for f in a.create_topics(new).values():
-        f.result(timeout=30)
-    try:
+    new = [
+        NewTopic(name, num_partitions=partitions, replication_factor=1, config=cfg)
+        for name, _p, cfg in topic_configs(settings)
+    ]
+    with created_topics(settings, new) as names:
         yield names
-    finally:
-        for f in a.delete_topics(names).values():
-            with contextlib.suppress(Exception):  # best-effort cleanup
-                f.result(timeout=30)
 
 
 def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:

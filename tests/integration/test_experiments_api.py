@@ -16,78 +16,39 @@ import httpx
 import numpy as np
 import psycopg
 import pytest
-from pgvector.psycopg import register_vector
 from psycopg.types.json import Jsonb
 from typer.testing import CliRunner
 
 from lambdarec.settings import Settings, get_settings
-from schemas import events as ev
-from schemas.migrate import connect
-from serving.app import create_app
 from serving.experiments import analysis, stats
-from serving.security import create_key_sync
+from tests.integration.serving_support import World, api_client, seeded_world
 
 pytestmark = pytest.mark.integration
 
 
-class Seed:
-    """Items ``{p}i0..i9`` (popularity = index, random unit embeddings), users, API keys."""
-
-    def __init__(self, conn: psycopg.Connection, dim: int) -> None:
-        self.p = f"expt{uuid.uuid4().hex[:8]}-"
-        self.conn = conn
-        rng = np.random.default_rng(3)
-        self.emb: dict[str, np.ndarray] = {}
-        for i in range(10):
-            v = rng.standard_normal(dim).astype(np.float32)
-            v /= np.linalg.norm(v)
-            iid = f"{self.p}i{i}"
-            self.emb[iid] = v
-            conn.execute(
-                "INSERT INTO items (item_id, title, popularity_score, embedding) VALUES (%s, %s, %s, %s)",
-                (iid, f"Title {i}", float(i), v),
-            )
-        self.admin = create_key_sync(conn, f"{self.p}admin", ["admin"], 100_000)
-        self.writer = create_key_sync(conn, f"{self.p}writer", ["write"], 100_000)
-
-    def user(self, taste: str) -> str:
-        uid = f"{self.p}u{uuid.uuid4().hex[:6]}"
-        self.conn.execute(
-            "INSERT INTO user_profiles (user_id, data_usage_consent, diversity_preference, "
-            "novelty_preference, preference_vector) VALUES (%s, true, 0, 0, %s)",
-            (uid, self.emb[taste]),
-        )
-        return uid
+@pytest.fixture
+def seed(scratch_postgres: Settings, redis_service: Settings, kafka: Settings) -> Iterator[World]:
+    with seeded_world(scratch_postgres, prefix="expt") as w:
+        try:
+            yield w
+        finally:  # one running experiment per database: leave none behind for the next test
+            w.conn.execute("UPDATE experiments SET status = 'concluded' WHERE status <> 'concluded'")
 
 
 @pytest.fixture
-def db(scratch_postgres: Settings, redis_service: Settings, kafka: Settings) -> Iterator[psycopg.Connection]:
-    conn = connect(scratch_postgres)
-    conn.autocommit = True
-    register_vector(conn)
-    try:
-        yield conn
-    finally:  # one running experiment per database: leave none behind for the next test
-        conn.execute("UPDATE experiments SET status = 'concluded' WHERE status <> 'concluded'")
-        conn.close()
-        ev.configure(None)
+def db(seed: World) -> psycopg.Connection:
+    return seed.conn
 
 
 @pytest.fixture
-def seed(db: psycopg.Connection, scratch_postgres: Settings) -> Seed:
-    return Seed(db, scratch_postgres.embedding.dim)
-
-
-@pytest.fixture
-async def client(scratch_postgres: Settings, seed: Seed) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(scratch_postgres)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
-    ):
-        await app.state.services.pool.wait(timeout=10)
-        c.app = app  # type: ignore[attr-defined]
+async def client(scratch_postgres: Settings, seed: World) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(scratch_postgres) as c:
         yield c
+
+
+def taste_user(seed: World, taste: str) -> str:
+    """A user whose taste vector is item ``taste``'s embedding (its nearest neighbour)."""
+    return seed.user(preference_vector=seed.emb[taste])
 
 
 def spec(name: str, **over: Any) -> dict[str, Any]:
@@ -106,13 +67,13 @@ def spec(name: str, **over: Any) -> dict[str, Any]:
 
 
 async def test_lifecycle_assignment_and_exposures(
-    client: httpx.AsyncClient, seed: Seed, db: psycopg.Connection
+    client: httpx.AsyncClient, seed: World, db: psycopg.Connection
 ) -> None:
-    admin = {"X-API-Key": seed.admin}
+    admin = {"X-API-Key": seed.key("admin", ["admin"])}
     body = spec(f"{seed.p}blend")
 
     assert (await client.post("/v1/experiments", json=body)).status_code == 401
-    r = await client.post("/v1/experiments", json=body, headers={"X-API-Key": seed.writer})
+    r = await client.post("/v1/experiments", json=body, headers={"X-API-Key": seed.key("writer", ["write"])})
     assert r.status_code == 403 and "admin scope" in r.json()["detail"]
     bad = spec(
         f"{seed.p}bad", variants=[{"name": "a", "traffic_percent": 60}, {"name": "b", "traffic_percent": 30}]
@@ -128,7 +89,7 @@ async def test_lifecycle_assignment_and_exposures(
     assert (await client.post("/v1/experiments", json=body, headers=admin)).status_code == 409
 
     # a draft serves nobody
-    user0 = seed.user(f"{seed.p}i3")
+    user0 = taste_user(seed, f"{seed.p}i3")
     first = (await client.get(f"/v1/users/{user0}/recommendations?k=5")).json()
     assert first["experiment_id"] is None and first["variant"] is None
 
@@ -140,7 +101,7 @@ async def test_lifecycle_assignment_and_exposures(
 
     # assignment: deterministic per user, both arms used, each arm's config applied
     taste = f"{seed.p}i3"
-    users = [seed.user(taste) for _ in range(24)]
+    users = [taste_user(seed, taste) for _ in range(24)]
     most_popular = db.execute(
         "SELECT item_id FROM items ORDER BY popularity_score DESC, item_id LIMIT 1"
     ).fetchone()
@@ -253,7 +214,7 @@ def _simulate(db: psycopg.Connection, exp_id: int, p: str, rng: np.random.Genera
 
 
 async def test_analysis_sql_matches_the_statistics_on_the_same_simulated_traffic(
-    scratch_postgres: Settings, seed: Seed, db: psycopg.Connection
+    scratch_postgres: Settings, seed: World, db: psycopg.Connection
 ) -> None:
     exp_id = db.execute(
         "INSERT INTO experiments (name, minimum_sample_size, config) VALUES (%s, 500, %s) "

@@ -14,96 +14,29 @@ from datetime import UTC, datetime
 
 import httpx
 import numpy as np
-import psycopg
 import pytest
-from pgvector.psycopg import register_vector
 from psycopg.types.json import Jsonb
 
 from lambdarec.settings import Settings
-from schemas import events as ev
 from schemas.cache_keys import version_key
-from schemas.migrate import connect
 from serving.app import create_app
 from serving.cache import RecCache
 from serving.deps import build_services
 from serving.recommend import Services
-from serving.security import create_key_sync
+from tests.integration.serving_support import World, api_client, seeded_world
 
 pytestmark = pytest.mark.integration
 
 
-class World:
-    """Seeded rows: items ``{p}i0..i9`` with random unit embeddings, genre ``{p}g``."""
-
-    def __init__(self, conn: psycopg.Connection, dim: int) -> None:
-        self.p = f"srvt{uuid.uuid4().hex[:8]}-"
-        self.conn = conn
-        rng = np.random.default_rng(7)
-        self.emb = {}
-        self.genre = f"{self.p}g".lower()
-        gid = conn.execute(
-            "INSERT INTO genres (name, slug) VALUES (%s, %s) RETURNING genre_id",
-            (f"Genre {self.p}", self.genre),
-        ).fetchone()[0]  # type: ignore[index]
-        for i in range(10):
-            v = rng.standard_normal(dim).astype(np.float32)
-            v /= np.linalg.norm(v)
-            iid = f"{self.p}i{i}"
-            self.emb[iid] = v
-            conn.execute(
-                "INSERT INTO items (item_id, title, release_year, popularity_score, embedding) "
-                "VALUES (%s, %s, %s, %s, %s)",
-                (iid, f"Title {i}", 1990 + i, float(i), v),
-            )
-            conn.execute("INSERT INTO item_genres (item_id, genre_id) VALUES (%s, %s)", (iid, gid))
-        self.users: list[str] = []
-
-    def user(self, **cols: object) -> str:
-        uid = f"{self.p}u{len(self.users)}"
-        self.users.append(uid)
-        cols = {"data_usage_consent": True, "diversity_preference": 0.0, "novelty_preference": 0.0, **cols}
-        names = ", ".join(cols)
-        self.conn.execute(
-            f"INSERT INTO user_profiles (user_id, {names}) VALUES (%s, {', '.join(['%s'] * len(cols))})",
-            (uid, *cols.values()),
-        )
-        return uid
-
-    def cleanup(self) -> None:
-        c = self.conn
-        for u in self.users:
-            c.execute("DELETE FROM rt_user_interactions WHERE user_id = %s", (u,))
-            c.execute("DELETE FROM recommendation_logs WHERE user_id = %s", (u,))
-            c.execute("DELETE FROM user_profiles WHERE user_id = %s", (u,))
-        c.execute("DELETE FROM popularity_metrics WHERE item_id LIKE %s", (self.p + "%",))
-        c.execute("DELETE FROM items WHERE item_id LIKE %s", (self.p + "%",))
-        c.execute("DELETE FROM genres WHERE slug = %s", (self.genre,))
-        c.execute("DELETE FROM api_keys WHERE name LIKE %s", (self.p + "%",))
-
-
 @pytest.fixture
 def world(postgres: Settings, redis_service: Settings) -> Iterator[World]:
-    conn = connect(postgres)
-    conn.autocommit = True
-    register_vector(conn)
-    w = World(conn, postgres.embedding.dim)
-    try:
+    with seeded_world(postgres) as w:
         yield w
-    finally:
-        w.cleanup()
-        conn.close()
-        ev.configure(None)
 
 
 @pytest.fixture
 async def client(postgres: Settings, world: World) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(postgres)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
-    ):
-        await app.state.services.pool.wait(timeout=10)
-        c.app = app  # type: ignore[attr-defined]
+    async with api_client(postgres) as c:
         yield c
 
 
@@ -163,7 +96,7 @@ async def test_writes_need_a_key_and_are_rate_limited(
     assert (await client.put(url, json=body)).status_code == 401
     assert (await client.put(url, json=body, headers={"X-API-Key": "lrk_deadbeef_nope"})).status_code == 401
     assert (await client.post("/v1/events", json={})).status_code == 401
-    key = create_key_sync(world.conn, f"{world.p}k", ["write"], rate_limit=2)
+    key = world.key("k", ["write"], rate_limit=2)
     ok = await client.put(url, json=body, headers={"X-API-Key": key})
     assert ok.status_code == 200, ok.text
     got = (await client.get(url)).json()
@@ -227,17 +160,8 @@ async def test_similar_items_by_als_factors_are_cosine_neighbours(postgres: Sett
     svc = build_services(postgres)  # injected: no registry load or watcher replaces this model
     svc.serve_log = None
     svc.models.current = ItemFactors.build("t-als", np.array(ids, dtype=object), factors)
-    app = create_app(postgres, services=svc)
-    await svc.pool.open()
-    try:
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
-        ):
-            r = (await c.get(f"/v1/items/{ids[0]}/similar?k=3&method=als")).json()
-    finally:
-        await svc.pool.close()
-        await svc.cache.close()
+    async with api_client(postgres, svc) as c:
+        r = (await c.get(f"/v1/items/{ids[0]}/similar?k=3&method=als")).json()
     assert r["model_version"] == "t-als" and [i["item_id"] for i in r["items"]] == [ids[1], ids[2], ids[3]]
     assert r["items"][0]["score"] == pytest.approx(10 / np.hypot(10, 0.5), abs=1e-5)
     assert r["items"][0]["title"] == "Title 1"
@@ -312,23 +236,14 @@ async def test_a_promotion_makes_cached_lists_unreachable(postgres: Settings, wo
     svc = build_services(postgres)  # injected: no registry load or watcher replaces the models
     svc.serve_log = None
     svc.models.current = ItemFactors.build("t-v1", ids, rng.normal(size=(4, 3)).astype(np.float32))
-    app = create_app(postgres, services=svc)
     user = world.user(preference_vector=world.emb[f"{world.p}i2"])
     url = f"/v1/users/{user}/recommendations?k=3"
-    await svc.pool.open()
-    try:
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
-        ):
-            first = (await c.get(url)).json()
-            assert (await c.get(url)).json()["cache_hit"] is True
-            svc.models.current = ItemFactors.build("t-v2", ids, rng.normal(size=(4, 3)).astype(np.float32))
-            after = (await c.get(url)).json()
-            again = (await c.get(url)).json()
-    finally:
-        await svc.pool.close()
-        await svc.cache.close()
+    async with api_client(postgres, svc) as c:
+        first = (await c.get(url)).json()
+        assert (await c.get(url)).json()["cache_hit"] is True
+        svc.models.current = ItemFactors.build("t-v2", ids, rng.normal(size=(4, 3)).astype(np.float32))
+        after = (await c.get(url)).json()
+        again = (await c.get(url)).json()
     assert first["cache_hit"] is False
     assert after["cache_hit"] is False and again["cache_hit"] is True
 
@@ -344,21 +259,12 @@ async def test_fold_in_vectors_of_another_model_are_not_scored(postgres: Setting
     svc = build_services(postgres)
     svc.serve_log = None
     svc.models.current = ItemFactors.build("t-v2", ids, factors)
-    app = create_app(postgres, services=svc)
     x = np.array([0.0, 0.0, 1.0], dtype=np.float32)  # points at item 2
     same = world.user(als_factors=x, als_model_version="t-v2")
     older = world.user(als_factors=x, als_model_version="t-v1")
-    await svc.pool.open()
-    try:
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
-        ):
-            a = (await c.get(f"/v1/users/{same}/recommendations?k=3")).json()
-            b = (await c.get(f"/v1/users/{older}/recommendations?k=3")).json()
-    finally:
-        await svc.pool.close()
-        await svc.cache.close()
+    async with api_client(postgres, svc) as c:
+        a = (await c.get(f"/v1/users/{same}/recommendations?k=3")).json()
+        b = (await c.get(f"/v1/users/{older}/recommendations?k=3")).json()
     assert a["items"][0]["item_id"] == ids[2] and a["items"][0]["source"] == "realtime"
     assert a["model_version"] == "t-v2"
     assert all(i["source"] != "realtime" for i in b["items"]), b

@@ -4,26 +4,30 @@ it picks up new, changed and deleted items, and that the API serves a new item a
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
-import httpx
 import numpy as np
 import pytest
 
 from lambdarec.settings import Settings
-from serving.app import create_app
 from serving.candidates import ItemFilters
 from serving.catalog import Catalog
 from serving.deps import build_services
 from serving.recommend import Services
-from tests.integration.test_serving_api import World, world  # noqa: F401  (fixture)
+from tests.integration.serving_support import World, api_client, seeded_world
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def svc(postgres: Settings, world: World) -> AsyncIterator[Services]:  # noqa: F811
+def world(postgres: Settings, redis_service: Settings) -> Iterator[World]:
+    with seeded_world(postgres) as w:
+        yield w
+
+
+@pytest.fixture
+async def svc(postgres: Settings, world: World) -> AsyncIterator[Services]:
     s = build_services(postgres)
     await s.pool.open(wait=True)
     try:
@@ -32,7 +36,7 @@ async def svc(postgres: Settings, world: World) -> AsyncIterator[Services]:  # n
         await s.pool.close()
 
 
-async def test_load_holds_metadata_vectors_and_filters(svc: Services, world: World) -> None:  # noqa: F811
+async def test_load_holds_metadata_vectors_and_filters(svc: Services, world: World) -> None:
     cat = Catalog()
     await cat.load(svc.pool)
     ids = [f"{world.p}i{i}" for i in range(10)]
@@ -56,7 +60,7 @@ async def test_load_holds_metadata_vectors_and_filters(svc: Services, world: Wor
 
 async def test_new_items_are_fetched_at_once_and_refresh_applies_changes(
     svc: Services,
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     cat = Catalog(refresh_sec=60, margin=timedelta(0))
     await cat.load(svc.pool)
@@ -96,15 +100,10 @@ async def test_new_items_are_fetched_at_once_and_refresh_applies_changes(
     assert f"{world.p}i9" not in cat.snapshot.index and new in cat.snapshot.index
 
 
-async def test_api_serves_an_item_inserted_after_the_catalog_loaded(postgres: Settings, world: World) -> None:  # noqa: F811
+async def test_api_serves_an_item_inserted_after_the_catalog_loaded(postgres: Settings, world: World) -> None:
     user = world.user(preference_vector=world.emb[f"{world.p}i4"])
-    app = create_app(postgres)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
-    ):
-        svc: Services = app.state.services
-        await svc.pool.wait(timeout=10)
+    async with api_client(postgres) as c:
+        svc: Services = c.app.state.services  # type: ignore[attr-defined]
         await svc.catalog.load(svc.pool)
         assert f"{world.p}i4" in svc.catalog.snapshot.index
         new = f"{world.p}twin"  # the user's taste vector itself: the nearest item of all

@@ -14,16 +14,14 @@ import contextlib
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from urllib.parse import urlparse
 
-import httpx
 import pytest
 import redis
 
 from lambdarec.settings import Settings
-from serving.app import create_app
-from tests.integration.test_serving_api import World, world  # noqa: F401  (fixture)
+from tests.integration.serving_support import World, api_client, seeded_world
 from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
@@ -68,24 +66,18 @@ def _with(settings: Settings, *, redis_url: str | None = None, pg_url: str | Non
     return settings.model_copy(update=update)
 
 
-@contextlib.asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
-    ):
-        await app.state.services.pool.wait(timeout=10)
-        c.app = app  # type: ignore[attr-defined]
-        yield c
+@pytest.fixture
+def world(postgres: Settings, redis_service: Settings) -> Iterator[World]:
+    with seeded_world(postgres) as w:
+        yield w
 
 
-async def test_redis_killed_mid_run_serves_uncached_then_recovers(postgres: Settings, world: World) -> None:  # noqa: F811
+async def test_redis_killed_mid_run_serves_uncached_then_recovers(postgres: Settings, world: World) -> None:
     port = free_port()
     user = world.user(preference_vector=world.emb[f"{world.p}i4"])
     url = f"/v1/users/{user}/recommendations?k=3"
     with private_redis(port) as proc:
-        async with serving(_with(postgres, redis_url=f"redis://127.0.0.1:{port}/0")) as c:
+        async with api_client(_with(postgres, redis_url=f"redis://127.0.0.1:{port}/0")) as c:
             # until a hit: a production model the app loads in the background (registry, or a
             # promotion another test left on model-updates) moves the cache namespace once
             for _ in range(5):
@@ -105,7 +97,7 @@ async def test_redis_killed_mid_run_serves_uncached_then_recovers(postgres: Sett
                 assert body["items"] == first["items"] and time.monotonic() - t0 < 1.0
 
         with private_redis(port):  # Redis back on the same address: cached again after the breaker
-            async with serving(_with(postgres, redis_url=f"redis://127.0.0.1:{port}/0")) as c:
+            async with api_client(_with(postgres, redis_url=f"redis://127.0.0.1:{port}/0")) as c:
                 hits = [(await c.get(url)).json()["cache_hit"] for _ in range(5)]
                 assert hits[-1] is True  # (the namespace may move once, as above)
 
@@ -149,7 +141,7 @@ class DelayProxy:
 
 async def test_slow_postgres_gives_flagged_fallbacks_and_cached_lists_stay_fast(
     postgres: Settings,
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     pg = urlparse(postgres.postgres.url)
     proxy = DelayProxy(pg.hostname or "127.0.0.1", pg.port or 5432)
@@ -157,7 +149,7 @@ async def test_slow_postgres_gives_flagged_fallbacks_and_cached_lists_stay_fast(
     slow_url = pg._replace(netloc=f"{pg.username}:{pg.password}@127.0.0.1:{proxy.port}").geturl()
     fast, slow = (world.user(preference_vector=world.emb[f"{world.p}i{n}"]) for n in (2, 5))
     try:
-        async with serving(_with(postgres, pg_url=slow_url)) as c:
+        async with api_client(_with(postgres, pg_url=slow_url)) as c:
             cached = (await c.get(f"/v1/users/{fast}/recommendations?k=3")).json()
             assert cached["degraded"] is False and cached["items"][0]["item_id"] == f"{world.p}i2"
 

@@ -8,9 +8,7 @@ serve the plain valid requests (an equivalence test of a path never taken would 
 
 from __future__ import annotations
 
-import contextlib
-import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -21,8 +19,7 @@ from hypothesis import strategies as st
 
 from lambdarec.settings import Settings
 from serving import fast_path
-from serving.app import create_app
-from tests.integration.test_serving_api import World, world  # noqa: F401 (fixture)
+from tests.integration.serving_support import World, api_client, seeded_world
 
 pytestmark = pytest.mark.integration
 
@@ -30,16 +27,10 @@ pytestmark = pytest.mark.integration
 _VOLATILE = ("rec_id", "computation_time_ms", "cache_hit")
 
 
-@contextlib.asynccontextmanager
-async def _app_client(settings: Settings, ip: str = "127.0.0.1") -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    transport = httpx.ASGITransport(app=app, client=(ip, 123))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://t") as c,
-    ):
-        await app.state.services.pool.wait(timeout=10)
-        yield c
+@pytest.fixture
+def world(postgres: Settings, redis_service: Settings) -> Iterator[World]:
+    with seeded_world(postgres) as w:
+        yield w
 
 
 def _with(settings: Settings, **serving: Any) -> Settings:
@@ -47,10 +38,10 @@ def _with(settings: Settings, **serving: Any) -> Settings:
 
 
 @pytest.fixture
-async def clients(postgres: Settings, world: World) -> AsyncIterator[tuple[httpx.AsyncClient, ...]]:  # noqa: F811
+async def clients(postgres: Settings, world: World) -> AsyncIterator[tuple[httpx.AsyncClient, ...]]:
     fast_s = _with(postgres, fast_path=True, max_k=50)
     slow_s = _with(postgres, fast_path=False, max_k=50)
-    async with _app_client(fast_s) as fast, _app_client(slow_s) as slow:
+    async with api_client(fast_s) as fast, api_client(slow_s) as slow:
         yield fast, slow
 
 
@@ -83,7 +74,7 @@ _names = st.sampled_from(["k", "genre", "year_from", "year_to", "exclude_seen", 
 )
 async def test_fast_path_answers_as_the_route_does(
     clients: tuple[httpx.AsyncClient, httpx.AsyncClient],
-    world: World,  # noqa: F811
+    world: World,
     monkeypatch: pytest.MonkeyPatch,
     pick: int,
     odd_id: str,
@@ -119,7 +110,7 @@ async def test_fast_path_answers_as_the_route_does(
 
 async def test_plain_requests_take_the_fast_path_and_errors_match(
     clients: tuple[httpx.AsyncClient, httpx.AsyncClient],
-    world: World,  # noqa: F811
+    world: World,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fast, slow = clients
@@ -151,10 +142,9 @@ async def test_plain_requests_take_the_fast_path_and_errors_match(
     assert 'route="/v1/users/{user_id}/recommendations",status="200"' in metrics
 
 
-async def test_fast_path_rate_limit_is_the_routes(postgres: Settings, world: World) -> None:  # noqa: F811
+async def test_fast_path_rate_limit_is_the_routes(postgres: Settings, world: World) -> None:
     user = world.user()
-    ip = f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250)}"  # own bucket
-    async with _app_client(_with(postgres, anonymous_rate_limit_per_minute=3), ip) as c:
+    async with api_client(_with(postgres, anonymous_rate_limit_per_minute=3)) as c:  # own IP bucket
         codes = [(await c.get(f"/v1/users/{user}/recommendations")).status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]
         r = await c.get(f"/v1/users/{user}/recommendations")

@@ -18,11 +18,11 @@ from streams.consumer import BatchApp, BatchConsumer, BatchFeed, BatchTransport
 from streams.metrics import observe_many
 
 
-def _msgs(partition: int, offsets: range) -> list[Message]:
+def _msgs(partition: int, offsets: range, generation: int = 0) -> list[Message]:
+    """Records fetched in consumer ``generation`` (0: a fresh app's, no rebalance yet)."""
     tp = TP("t", partition)
-    # generation 0: a fresh app's consumer_generation_id (no rebalance yet)
     return [
-        Message("t", partition, o, 0.0, 0, None, None, b"v%d" % o, None, tp=tp, generation_id=0)
+        Message("t", partition, o, 0.0, 0, None, None, b"v%d" % o, None, tp=tp, generation_id=generation)
         for o in offsets
     ]
 
@@ -86,6 +86,45 @@ def test_a_full_feed_blocks_the_fetcher_and_clear_drops_only_queued_records() ->
         assert feed.busy  # the batch in flight is not the feed's to drop
         feed.done()
         assert _offsets(await feed.get(10)) == [(0, 4), (0, 5)]
+
+    asyncio.run(scenario())
+
+
+def test_pending_counts_records_through_every_put_take_and_drop() -> None:
+    """``pending`` is counted by the feed itself (not read from the queue's internals): every way
+    in (put_nowait, a put that waited for room) and out (a split take, a stale round dropped,
+    clear) keeps it equal to the records still to come out of :meth:`BatchFeed.get`."""
+    generation = {"now": 0}
+
+    async def scenario() -> None:
+        feed = BatchFeed(maxsize=2, generation=lambda: generation["now"])
+        assert feed.pending() == 0
+        feed.put_nowait(_msgs(0, range(0, 5)))
+        feed.put_nowait(_msgs(1, range(0, 3)))
+        assert feed.pending() == 8
+        blocked = asyncio.create_task(feed.put(_msgs(2, range(0, 4))))
+        await asyncio.sleep(0.01)
+        assert not blocked.done() and feed.pending() == 8  # not queued until there is room
+        assert len(await feed.get(3)) == 3  # splits the first round: 2 carried, 3 queued
+        feed.done()
+        await asyncio.wait_for(blocked, 1)
+        assert feed.pending() == 2 + 3 + 4
+        assert len(await feed.get(6)) == 6  # the carry, round 1, one of round 2
+        feed.done()
+        assert feed.pending() == 3
+        generation["now"] = 1  # a rebalance: the carried records were fetched before it
+        feed.put_nowait(_msgs(0, range(5, 8)))  # generation 0: slipped in, dropped when taken
+        feed.put_nowait(_msgs(0, range(9, 11), 1))
+        assert feed.pending() == 3 + 3 + 2
+        taken = await feed.get(10)
+        assert _offsets(taken) == [(2, 1), (2, 2), (2, 3), (0, 9), (0, 10)] and feed.pending() == 0
+        feed.done()
+        feed.put_nowait(_msgs(1, range(3, 9), 1))
+        assert feed.pending() == 6
+        feed.clear()
+        assert feed.pending() == 0
+        feed.put_nowait(_msgs(1, range(3, 5), 1))  # counting goes on after a clear
+        assert feed.pending() == 2 and len(await feed.get(10)) == 2 and feed.pending() == 0
 
     asyncio.run(scenario())
 
@@ -166,17 +205,11 @@ def test_observe_many_counts_like_observe() -> None:
 def test_records_fetched_before_a_rebalance_are_dropped_when_taken() -> None:
     generation = {"now": 1}
 
-    def stamped(partition: int, offsets: range, gen: int) -> list[Message]:
-        msgs = _msgs(partition, offsets)
-        for m in msgs:
-            m.generation_id = gen
-        return msgs
-
     async def scenario() -> list[tuple[int, int]]:
         feed = BatchFeed(generation=lambda: generation["now"])
-        feed.put_nowait(stamped(0, range(0, 3), 1))  # slipped in after the clear() of a rebalance
+        feed.put_nowait(_msgs(0, range(0, 3), 1))  # slipped in after the clear() of a rebalance
         generation["now"] = 2
-        feed.put_nowait(stamped(0, range(0, 2), 2))  # fetched again after the assignment
+        feed.put_nowait(_msgs(0, range(0, 2), 2))  # fetched again after the assignment
         return _offsets(await feed.get(10))
 
     assert asyncio.run(scenario()) == [(0, 0), (0, 1)]
