@@ -57,6 +57,15 @@ return {v, false, 0}
 """
 
 
+#: KEYS[1] = list key, KEYS[2] = its lock; ARGV = list, TTL s: store the list and drop the lock
+#: (one EVALSHA: a redis-py pipeline of the same two commands cost ~25 % more client CPU)
+_STORE = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+
 def list_key_parts(user_id: str, variant: str, digest: str) -> tuple[str, str]:
     """``list_key`` split around the version (what :data:`_LOOKUP` joins back together)."""
     key = list_key(user_id, 0, variant, digest)
@@ -83,6 +92,7 @@ class RecCache:
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._lookup = self.client.register_script(_LOOKUP)
         self._lookup_lock = self.client.register_script(_LOOKUP_LOCK)
+        self._store = self.client.register_script(_STORE)
 
     @property
     def available(self) -> bool:
@@ -197,10 +207,9 @@ class RecCache:
                         return cached, True
         value, complete = await compute()
         if self.available:  # store the list and drop the lock in one round trip
-            pipe = self.client.pipeline(transaction=False)
-            pipe.set(key, value, ex=self.ttl if complete else DEGRADED_TTL)
-            pipe.delete(lock)
-            await self._call(pipe.execute())
+            await self._call(
+                self._store(keys=[key, lock], args=[value, self.ttl if complete else DEGRADED_TTL])
+            )
         return value, complete
 
     @staticmethod
