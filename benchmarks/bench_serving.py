@@ -42,6 +42,7 @@ from infra.postgres import PostgresService, scratch_database
 from lambdarec.settings import PROJECT_ROOT, Settings, get_settings
 from schemas.migrate import migrate
 from schemas.model_snapshot import ModelSnapshot, save_snapshot
+from schemas.topics import topic_configs
 
 RANK = 10
 N_GENRES = 20
@@ -438,6 +439,8 @@ def main() -> None:
                 f"seeded {args.users} users / {args.items} items in {time.perf_counter() - t0:.0f} s {phases}"
             )
         port = _free_port()
+        topics = contextlib.ExitStack()  # the API's topics under a private prefix, deleted after
+        topics.enter_context(_private_topics(settings, f"bench{port}."))
         env = {
             **os.environ,
             "LAMBDAREC_POSTGRES__URL": settings.postgres.url,
@@ -509,10 +512,34 @@ def main() -> None:
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
+            topics.close()
             if not args.keep_db:
                 shutil.rmtree(snap_dir, ignore_errors=True)
         print(json.dumps({"args": vars(args), "results": results}, default=str, indent=2))
         print("BENCH_RESULT " + json.dumps({"bench": "serving", "results": results}, default=str), flush=True)
+
+
+@contextlib.contextmanager
+def _private_topics(settings: Settings, prefix: str) -> Iterator[None]:
+    """Every project topic under ``prefix``, as ``lambdarec infra up`` creates them: the serve
+    log really reaches Kafka (the broker does not auto-create topics: without them every record
+    was dropped by librdkafka, work the figures then missed) and the model watcher finds its
+    topic (it logged "not found" every second)."""
+    from infra.kafka import KafkaService
+
+    private = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"topic_prefix": prefix})}
+    )
+    kafka = KafkaService(private)
+    kafka.bootstrap()
+    try:
+        yield
+    finally:
+        admin = kafka.admin()
+        names = [name for name, _, _ in topic_configs(private)]
+        for fut in admin.delete_topics(names, request_timeout=30).values():
+            with contextlib.suppress(Exception):  # best effort: a leftover topic is only clutter
+                fut.result()
 
 
 def in_process(settings: Settings, n: int) -> dict[str, Any]:
