@@ -219,17 +219,38 @@ def seed(
 _LUA = """
 math.randomseed(os.time() + {seed})
 local n = {n}
+local path = "{path}"
 hits = 0
-local delay_ms = {delay}
 request = function()
   local u = math.random(0, n - 1)
-  return wrk.format("GET", "/v1/users/bu" .. u .. "/recommendations?k=10")
+  return wrk.format("GET", (string.gsub(path, "{user}", "bu" .. u)))
 end
 response = function(status, headers, body)
   if string.find(body, '"cache_hit":true', 1, true) then hits = hits + 1 end
 end
-if delay_ms > 0 then
-  delay = function() return delay_ms end
+-- pacing: the thread's requests take successive slots {interval} ms apart (the thread's share of
+-- the rate), whichever connection is free; a request late for its slot goes at once and the
+-- schedule restarts from now (no catch-up burst). A fixed per-connection delay reached only
+-- 75-95 % of the rate asked, since each connection also waited for its answers.
+local interval = {interval}
+if interval > 0 then
+  local ffi = require("ffi")
+  ffi.cdef[[
+    typedef struct { long tv_sec; long tv_nsec; } lr_timespec;
+    int clock_gettime(int clk, lr_timespec *ts);
+  ]]
+  local ts = ffi.new("lr_timespec")
+  local function now_ms()
+    ffi.C.clock_gettime(1, ts)
+    return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+  end
+  local due = nil
+  delay = function()
+    local t = now_ms()
+    due = (due or t) + interval
+    if due < t then due = t end
+    return math.floor(due - t)
+  end
 end
 local threads = {}
 setup = function(thread) table.insert(threads, thread) end
@@ -242,15 +263,23 @@ end
 
 
 def wrk(
-    url: str, n_users: int, duration: int, conns: int, threads: int, rate: float = 0.0
+    url: str,
+    n_users: int,
+    duration: int,
+    conns: int,
+    threads: int,
+    rate: float = 0.0,
+    path: str = "/v1/users/{user}/recommendations?k=10",
 ) -> dict[str, float]:
-    """One wrk run. ``rate`` > 0 paces each connection (Lua ``delay``) to about ``rate`` req/s in
-    total: wrk is closed-loop, and p99 at saturation says nothing about p99 at a given load."""
-    delay = int(conns * 1000 / rate) if rate > 0 else 0
+    """One wrk run. ``rate`` > 0 paces the requests (Lua ``delay``, see :data:`_LUA`) to ``rate``
+    req/s in total: wrk is closed-loop, and p99 at saturation says nothing about p99 at a given
+    load. ``path``: the request's path, ``{user}`` replaced by a random bench user."""
+    interval = threads * 1000 / rate if rate > 0 else 0.0
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(
             _LUA.replace("{n}", str(n_users))
-            .replace("{delay}", str(delay))
+            .replace("{path}", path)
+            .replace("{interval}", f"{interval:.4f}")
             .replace("{seed}", str(int.from_bytes(os.urandom(2), "little")))
         )
         script = f.name
@@ -379,7 +408,13 @@ def main() -> None:
     )
     ap.add_argument("--cached-users", type=int, default=1000, help="users warmed before the cached runs")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--paths", nargs="+", default=["cached", "uncached"], choices=["cached", "uncached"])
+    ap.add_argument(
+        "--paths",
+        nargs="+",
+        default=["cached", "uncached"],
+        choices=["cached", "uncached", "healthz"],
+        help="healthz: GET /healthz, the cheapest FastAPI route - the floor HTTP sets on this box",
+    )
     ap.add_argument(
         "--keep-db",
         metavar="NAME",
@@ -495,13 +530,16 @@ def main() -> None:
                 for rate in args.rate:
                     tag = f"c{conns}_r{int(rate) or 'max'}"
                     for path in args.paths:
+                        route = "/v1/users/{user}/recommendations?k=10"
                         if path == "cached":
                             _warm(url, args.cached_users)
-                        else:
+                        elif path == "uncached":
                             invalidate(settings, args.users)
+                        else:
+                            route = "/healthz"
                         n = args.cached_users if path == "cached" else args.users
                         before = cpu_seconds(server.pid, settings.postgres.url)
-                        res = wrk(url, n, args.duration, conns, args.threads, rate)
+                        res = wrk(url, n, args.duration, conns, args.threads, rate, route)
                         after = cpu_seconds(server.pid, settings.postgres.url)
                         done = res["rps"] * args.duration
                         for part in ("api", "postgres"):
