@@ -107,17 +107,30 @@ _USER_BATCH_SQL = (
 )
 
 
+@dataclass(slots=True)
+class IdList:
+    """A source's candidates as parallel lists, best first (no object per item): the ranking
+    maps the ids to catalog rows in one go."""
+
+    ids: list[str] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    anchors: list[str | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 async def user_context_and_batch(
     conn: AsyncConnection, user_id: str
-) -> tuple[UserContext, list[Candidate], str | None]:
+) -> tuple[UserContext, IdList, str | None]:
     """:func:`user_context` and :func:`batch_candidates` in one statement: the two lookups are
     independent, and under load every extra round trip is another trip through the event
     loop's queue."""
     row = await (await conn.execute(_USER_BATCH_SQL, {"u": user_id}, binary=True)).fetchone()
     assert row is not None
     # model_version is NOT NULL in a batch run: NULL means the user has no batch row
-    batch, version = _batch(None if row[11] is None else (row[10], row[11]))
-    return _context(user_id, row[:10]), batch, version
+    batch = _batch_list(row[10]) if row[11] is not None else IdList()
+    return _context(user_id, row[:10]), batch, row[11]
 
 
 def _context(user_id: str, row: Any) -> UserContext:
@@ -177,25 +190,25 @@ class ItemFilters:
         }
 
 
-async def ann_by_vector(
-    conn: AsyncConnection, vector: np.ndarray, n: int, filters: ItemFilters, source: str = "realtime"
-) -> list[Candidate]:
-    """Items nearest to ``vector`` (cosine, HNSW with iterative scan so filters still fill ``n``).
+async def ann_ids(conn: AsyncConnection, vector: np.ndarray, n: int, filters: ItemFilters) -> list[str]:
+    """Items nearest to ``vector`` (cosine, HNSW with iterative scan so filters still fill
+    ``n``), nearest first, without their similarity.
 
-    The search runs on the half-precision index of migration 011 (half the pages per hop); the
-    reported similarity is the full-precision cosine, computed for the ``n`` rows returned only.
-    """
+    The search runs on the half-precision index of migration 011 (half the pages per hop). The
+    similarity is left out because it is the one column that reads ``items.embedding`` (a
+    TOASTed 3 kB vector per row: ~0.45 ms of Postgres per list of 100); the API computes it from
+    the unit rows of its in-memory catalog instead (``serving.recommend._ann_pool``)."""
     cond, params = filters.sql()
     half = f"halfvec({len(vector)})"  # must match the index expression (the column's dimension)
     rows = await (
         await conn.execute(
-            f"SELECT i.item_id, 1 - (i.embedding <=> %s) FROM items i WHERE i.embedding IS NOT NULL{cond} "
+            f"SELECT i.item_id FROM items i WHERE i.embedding IS NOT NULL{cond} "
             f"ORDER BY i.embedding::{half} <=> %s::{half} LIMIT %s",
-            (vector, *params, vector, n),
+            (*params, vector, n),
             binary=True,
         )
     ).fetchall()
-    return [Candidate(r[0], float(r[1]), source) for r in rows]
+    return [r[0] for r in rows]
 
 
 async def similar_items(conn: AsyncConnection, item_id: str, n: int) -> tuple[bool, list[tuple[str, float]]]:
@@ -232,19 +245,24 @@ async def batch_candidates(conn: AsyncConnection, user_id: str) -> tuple[list[Ca
 def _batch(row: Any) -> tuple[list[Candidate], str | None]:
     if row is None:
         return [], None
-    out = []
-    for pos, rec in enumerate(row[0] or []):
-        if isinstance(rec, dict) and isinstance(rec.get("item_id"), str):
+    got = _batch_list(row[0])
+    return [
+        Candidate(i, s, "batch", anchor=a) for i, s, a in zip(got.ids, got.scores, got.anchors, strict=True)
+    ], row[1]
+
+
+def _batch_list(recs: Any) -> IdList:
+    """The batch view's ``recommendations`` JSON (``[{item_id, score, because}]``); an entry
+    without a numeric score ranks by its position."""
+    out = IdList()
+    for pos, rec in enumerate(recs or []):
+        if isinstance(rec, dict) and isinstance(iid := rec.get("item_id"), str):
             score = rec.get("score")
-            out.append(
-                Candidate(
-                    rec["item_id"],
-                    float(score) if isinstance(score, int | float) else -float(pos),
-                    "batch",
-                    anchor=rec.get("because") if isinstance(rec.get("because"), str) else None,
-                )
-            )
-    return out, row[1]
+            because = rec.get("because")
+            out.ids.append(iid)
+            out.scores.append(float(score) if isinstance(score, int | float) else -float(pos))
+            out.anchors.append(because if isinstance(because, str) else None)
+    return out
 
 
 class PopularCache:

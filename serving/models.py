@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import gc
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import msgspec
 import numpy as np
@@ -24,6 +25,9 @@ from schemas import model_updates
 from schemas.model_snapshot import load_item_factors
 from schemas.topics import MODEL_UPDATES, topic_name
 from serving.background import BackgroundTask
+
+if TYPE_CHECKING:
+    from serving.catalog import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,8 @@ class ItemFactors:
     item_ids: np.ndarray
     factors: np.ndarray
     index: dict[str, int]
+    #: (snapshot, its row of each model row): the last :meth:`catalog_rows` answer
+    _rows: list[tuple[Snapshot, np.ndarray]] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def build(cls, version: str, item_ids: np.ndarray, factors: np.ndarray) -> ItemFactors:
@@ -49,6 +55,32 @@ class ItemFactors:
         """Rows scaled to unit length (ALS item-item cosine); computed once per model."""
         norms = np.linalg.norm(self.factors, axis=1, keepdims=True)
         return self.factors / np.maximum(norms, 1e-9)
+
+    @cached_property
+    def factors_t(self) -> np.ndarray:
+        """The factors as a contiguous (rank, items) block, made once per model: ``user @
+        factors_t`` streams rank rows of 60k floats (~80 us), where ``factors @ user`` runs a GEMV
+        over 60k rows of rank floats, a short-row kernel ~3.5x slower."""
+        return np.ascontiguousarray(self.factors.T)
+
+    def scores(self, user: np.ndarray) -> np.ndarray | None:
+        """ALS score of every item for ``user``'s factors; None when the rank does not match."""
+        if user.shape != (self.factors.shape[1],) or not len(self.factors):
+            return None
+        return user.astype(np.float32, copy=False) @ self.factors_t
+
+    def catalog_rows(self, snap: Snapshot) -> np.ndarray:
+        """The catalog row of each model row (-1 where the catalog does not hold the item), so
+        ALS candidates go from the matrix product to catalog rows with no id in between.
+
+        Once per (model, snapshot): a snapshot is immutable and swapped whole by a refresh, so
+        the last answer stays right until the next swap (~4 ms for 60k ids then)."""
+        memo = self._rows
+        if memo and memo[0][0] is snap:
+            return memo[0][1]
+        rows = snap.rows(self.item_ids.tolist())
+        memo[:] = [(snap, rows)]
+        return rows
 
     def vector(self, item_id: str) -> np.ndarray | None:
         row = self.index.get(item_id)

@@ -13,7 +13,7 @@ database, and the same code ranks speed, batch and popular candidates. The servi
 from __future__ import annotations
 
 import math
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,6 +56,152 @@ def normalize(scores: Sequence[float]) -> list[float]:
     return [(s - lo) / (hi - lo) for s in scores]
 
 
+@dataclass(slots=True)
+class Pool:
+    """One source's candidates as arrays over a request's item keys (catalog rows, see
+    :class:`serving.catalog.Lookup`): no object per candidate."""
+
+    source: str
+    keys: np.ndarray  # int64
+    scores: np.ndarray  # float64, on the source's own scale
+    #: key of the item the source related each one to, -1 for none
+    anchors: np.ndarray | None = None
+    #: a genre the source picked each one for (object array, None for none)
+    genres: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def concat(cls, source: str, pools: Sequence[Pool]) -> Pool:
+        n = [len(p) for p in pools]
+        return cls(
+            source,
+            np.concatenate([p.keys for p in pools]) if pools else np.zeros(0, np.int64),
+            np.concatenate([p.scores for p in pools]) if pools else np.zeros(0),
+            np.concatenate([_or_full(p.anchors, k, -1, np.int64) for p, k in zip(pools, n, strict=True)])
+            if any(p.anchors is not None for p in pools)
+            else None,
+            np.concatenate([_or_full(p.genres, k, None, object) for p, k in zip(pools, n, strict=True)])
+            if any(p.genres is not None for p in pools)
+            else None,
+        )
+
+
+def _or_full(a: np.ndarray | None, n: int, fill: object, dtype: type) -> np.ndarray:
+    return np.full(n, fill, dtype=dtype) if a is None else a
+
+
+@dataclass(slots=True)
+class Blended:
+    """A blended list as arrays, best first: row ``i`` is one item."""
+
+    keys: np.ndarray  # int64
+    scores: np.ndarray  # float64
+    source: np.ndarray  # index into ``names``: the largest contributor
+    names: list[str]
+    anchors: np.ndarray  # int64 keys, -1 for none
+    genres: np.ndarray  # object
+    contributions: np.ndarray  # (items, sources) float64, 0 where a source did not propose it
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def take(self, idx: np.ndarray) -> Blended:
+        return Blended(self.keys[idx], self.scores[idx], self.source[idx], self.names, self.anchors[idx],
+                       self.genres[idx], self.contributions[idx])  # fmt: skip
+
+    def scored(
+        self, item_id: Callable[[int], str], anchor_id: Callable[[int], str] | None = None
+    ) -> list[Scored]:
+        """:class:`Scored` objects (build them only for the items served)."""
+        anchor_id = anchor_id or item_id
+        names, out = self.names, []
+        rows = self.contributions.tolist()
+        for i, (key, score, src, anchor, genre) in enumerate(
+            zip(
+                self.keys.tolist(),
+                self.scores.tolist(),
+                self.source.tolist(),
+                self.anchors.tolist(),
+                self.genres.tolist(),
+                strict=True,
+            )
+        ):
+            contributions = {names[j]: v for j, v in enumerate(rows[i]) if v}
+            out.append(Scored(item_id(key), score, names[src], contributions,
+                              anchor_id(anchor) if anchor >= 0 else None, genre))  # fmt: skip
+        return out
+
+
+def blend_rows(
+    pools: Sequence[Pool],
+    weights: Mapping[str, float],
+    tie_rank: Callable[[np.ndarray], np.ndarray],
+    *,
+    banned: np.ndarray | None = None,
+    limit: int | None = None,
+) -> Blended:
+    """Weighted sum of per-source normalised scores over item keys, best first.
+
+    An item proposed by several sources sums their contributions (agreement is evidence); its
+    ``source`` is the largest contributor (the earlier source on a tie), whose candidate gives
+    ``anchor`` and ``genre``. A source proposing an item twice counts its better score. Sources
+    with weight <= 0 are ignored. Ties in score go by ``tie_rank(keys)`` (the rank of the item
+    id, so the order is the one a sort by id gives); ``banned`` keys are left out and only the
+    best ``limit`` kept.
+
+    Why keys: the string ids, a dictionary id -> position and a lexsort over a string array cost
+    most of an uncached list; here everything is integer arrays.
+    """
+    use = [(p, float(weights.get(p.source, 0.0))) for p in pools]
+    use = [(p, w) for p, w in use if w > 0 and len(p)]
+    names = [p.source for p, _ in use]
+    if not use:
+        z = np.zeros(0, np.int64)
+        return Blended(z, np.zeros(0), z, names, z, np.zeros(0, object), np.zeros((0, 0)))
+    contribs = []
+    for p, w in use:
+        sc = np.asarray(p.scores, dtype=np.float64)
+        lo, hi = sc.min(), sc.max()
+        norm = np.ones(len(sc)) if hi - lo < 1e-12 else (sc - lo) / (hi - lo)  # == normalize()
+        # a small floor keeps the weakest candidate of a source above an absent one
+        contribs.append(w * (0.05 + 0.95 * norm))
+    contrib = np.concatenate(contribs)
+    col = np.repeat(np.arange(len(use)), [len(p) for p, _ in use])
+    keys, u = np.unique(np.concatenate([p.keys for p, _ in use]), return_inverse=True)
+    mat = np.zeros((len(keys), len(use)))
+    np.maximum.at(mat, (u, col), contrib)
+    score = mat.sum(axis=1)
+    best = mat.argmax(axis=1)  # first maximum: the earlier source wins a tie
+    # the candidate that gave each item its winning contribution (the first one, on a tie)
+    winner = np.flatnonzero((col == best[u]) & (contrib == mat[u, col]))
+    found, at = np.unique(u[winner], return_index=True)
+    first = np.zeros(len(keys), dtype=np.int64)
+    first[found] = winner[at]
+    order = np.lexsort((tie_rank(keys), -score))
+    if banned is not None and len(banned) and len(keys):
+        # ``keys`` come sorted out of np.unique: a binary search per banned key
+        pos = np.minimum(np.searchsorted(keys, banned), len(keys) - 1)
+        drop = np.zeros(len(keys), dtype=bool)
+        drop[pos[keys[pos] == banned]] = True
+        order = order[~drop[order]]
+    if limit is not None:
+        order = order[:limit]
+    both = Pool.concat("", [p for p, _ in use])
+    anchors, genres = both.anchors, both.genres
+    pick = first[order]
+    return Blended(
+        keys[order],
+        score[order],
+        best[order],
+        names,
+        anchors[pick] if anchors is not None else np.full(len(order), -1, np.int64),
+        genres[pick] if genres is not None else np.full(len(order), None, object),
+        mat[order],
+    )
+
+
 def blend(
     candidates: Mapping[str, Sequence[Candidate]],
     weights: Mapping[str, float],
@@ -63,61 +209,31 @@ def blend(
     banned: Container[str] = frozenset(),
     limit: int | None = None,
 ) -> list[Scored]:
-    """Weighted sum of per-source normalised scores, best first (ties: item id, deterministic).
+    """:func:`blend_rows` over :class:`Candidate` lists (ties: item id, deterministic).
 
-    An item proposed by several sources sums their contributions (agreement is evidence); its
-    reported ``source`` is the largest contributor (the earlier source on a tie), whose candidate
-    gives ``anchor`` and ``genre``. A source proposing an item twice counts its better score.
-    Sources with weight <= 0 are ignored. ``banned`` items are left out and only the best
-    ``limit`` are built: an uncached list re-ranks the head of a few hundred candidates.
-
-    Why arrays: the per-candidate dictionary walk this replaces cost ~0.9 ms per list; here the
-    contributions are one (items x sources) matrix, and :class:`Scored` objects are made only for
-    what is returned.
+    >>> c = {"realtime": [Candidate("a", 0.9, "realtime")], "popular": [Candidate("a", 5.0, "popular")]}
+    >>> [(s.item_id, round(s.score, 2), s.source) for s in blend(c, {"realtime": 0.6, "popular": 0.4})]
+    [('a', 1.0, 'realtime')]
     """
-    srcs = [(src, float(weights.get(src, 0.0)), c) for src, c in candidates.items()]
-    srcs = [(src, w, c) for src, w, c in srcs if w > 0 and c]
-    if not srcs:
-        return []
     uid: dict[str, int] = {}
-    flat: list[Candidate] = []
-    rows: list[int] = []
-    cols: list[np.ndarray] = []
-    contribs: list[np.ndarray] = []
-    for j, (_, w, cands) in enumerate(srcs):
-        sc = np.fromiter((c.score for c in cands), dtype=np.float64, count=len(cands))
-        lo, hi = sc.min(), sc.max()
-        norm = np.ones(len(sc)) if hi - lo < 1e-12 else (sc - lo) / (hi - lo)  # == normalize()
-        # a small floor keeps the weakest candidate of a source above an absent one
-        contribs.append(w * (0.05 + 0.95 * norm))
-        cols.append(np.full(len(cands), j))
-        rows.extend(uid.setdefault(c.item_id, len(uid)) for c in cands)
-        flat.extend(cands)
-    u, col, contrib = np.asarray(rows), np.concatenate(cols), np.concatenate(contribs)
-    mat = np.zeros((len(uid), len(srcs)))
-    np.maximum.at(mat, (u, col), contrib)
-    score = mat.sum(axis=1)
-    best = mat.argmax(axis=1)  # first maximum: the earlier source wins a tie
-    # the candidate that gave each item its winning contribution (the first one, on a tie)
-    winner = np.flatnonzero((col == best[u]) & (contrib == mat[u, col]))
-    first = np.zeros(len(uid), dtype=np.int64)
-    found, at = np.unique(u[winner], return_index=True)
-    first[found] = winner[at]
+    labels: dict[str, int] = {}
+    pools = []
+    for src, cands in candidates.items():
+        keys = np.fromiter((uid.setdefault(c.item_id, len(uid)) for c in cands), np.int64, len(cands))
+        anchors = np.fromiter(
+            (-1 if c.anchor is None else labels.setdefault(c.anchor, len(labels)) for c in cands),
+            np.int64,
+            len(cands),
+        )
+        genres = np.empty(len(cands), dtype=object)
+        genres[:] = [c.genre for c in cands]
+        pools.append(Pool(src, keys, np.asarray([c.score for c in cands], dtype=np.float64), anchors, genres))
     ids = list(uid)
-    order = np.lexsort((np.asarray(ids), -score))
-    names = [src for src, _, _ in srcs]
-    rows_l, score_l, best_l, first_l = mat.tolist(), score.tolist(), best.tolist(), first.tolist()
-    out: list[Scored] = []
-    for i in order.tolist():
-        item = ids[i]
-        if item in banned:
-            continue
-        cand = flat[first_l[i]]
-        contributions = {names[j]: v for j, v in enumerate(rows_l[i]) if v}
-        out.append(Scored(item, score_l[i], names[best_l[i]], contributions, cand.anchor, cand.genre))
-        if limit is not None and len(out) >= limit:
-            break
-    return out
+    rank = np.argsort(np.argsort(np.asarray(ids, dtype=object), kind="stable"), kind="stable")
+    bad = np.fromiter((k for i, k in uid.items() if i in banned), np.int64) if banned else None
+    out = blend_rows(pools, weights, lambda k: rank[k], banned=bad, limit=limit)
+    anchor_ids = list(labels)
+    return out.scored(ids.__getitem__, anchor_ids.__getitem__)
 
 
 def exclude(items: Iterable[Scored], banned: set[str]) -> list[Scored]:
@@ -132,6 +248,16 @@ def novelty(popularity: float, max_popularity: float) -> float:
     return 1.0 - math.log1p(max(popularity, 0.0)) / math.log1p(max_popularity)
 
 
+def novelty_boost(popularity: np.ndarray, preference: float, max_boost: float) -> np.ndarray:
+    """``preference * max_boost * novelty`` per item (:func:`novelty` against the most popular of
+    them), as one array; zeros when there is nothing to boost."""
+    pop = np.asarray(popularity, dtype=np.float64)
+    top = pop.max() if len(pop) else 0.0
+    if preference <= 0 or max_boost <= 0 or top <= 0:
+        return np.zeros(len(pop))
+    return preference * max_boost * (1.0 - np.log1p(np.maximum(pop, 0.0)) / math.log1p(top))
+
+
 def apply_novelty(
     items: Sequence[Scored], popularity: Mapping[str, float], preference: float, max_boost: float
 ) -> list[Scored]:
@@ -141,9 +267,9 @@ def apply_novelty(
     """
     if preference <= 0 or max_boost <= 0 or not items:
         return list(items)
-    top = max((popularity.get(s.item_id, 0.0) for s in items), default=0.0)
-    for s in items:
-        s.score += preference * max_boost * novelty(popularity.get(s.item_id, 0.0), top)
+    boost = novelty_boost(np.asarray([popularity.get(s.item_id, 0.0) for s in items]), preference, max_boost)
+    for s, b in zip(items, boost.tolist(), strict=True):
+        s.score += b
     return sorted(items, key=lambda s: (-s.score, s.item_id))
 
 
@@ -185,23 +311,41 @@ def mmr_unit(items: Sequence[Scored], unit: np.ndarray, k: int, diversity: float
         return []
     if diversity <= 0 or len(items) <= 1:
         return list(items[:k])
-    rel = np.asarray(normalize([s.score for s in items]), dtype=np.float64)
-    n = len(items)
+    return [items[i] for i in mmr_order(np.asarray([s.score for s in items]), unit, k, diversity)]
+
+
+def mmr_order(scores: np.ndarray, unit: np.ndarray, k: int, diversity: float) -> list[int]:
+    """The positions :func:`mmr_unit` picks, best first, from the items' ``scores`` and unit
+    embedding rows (at ``diversity <= 0``: the first ``k``)."""
+    n = len(scores)
+    if k <= 0 or n == 0:
+        return []
+    if diversity <= 0 or n <= 1:
+        return list(range(min(k, n)))
+    sc = np.asarray(scores, dtype=np.float64)
+    lo, hi = sc.min(), sc.max()
+    rel = np.ones(n) if hi - lo < 1e-12 else (sc - lo) / (hi - lo)  # == normalize()
     u = np.asarray(unit, dtype=np.float32)  # the catalog's rows are float16: float32 loses nothing
-    sims = (u @ u.T).astype(np.float64)
-    max_sim = np.full(n, -np.inf)
-    chosen: list[int] = []
-    available = np.ones(n, dtype=bool)
     lam = 1.0 - diversity
+    value = lam * rel
+    max_sim: np.ndarray | None = None
+    chosen: list[int] = []
+    # one similarity row per pick (k mat-vecs), not the whole (n x n) matrix
     for _ in range(min(k, n)):
-        penalty = np.where(np.isfinite(max_sim), max_sim, 0.0)
-        value = lam * rel - diversity * penalty
-        value[~available] = -np.inf
         best = int(np.argmax(value))
         chosen.append(best)
-        available[best] = False
-        max_sim = np.maximum(max_sim, sims[best])
-    return [items[i] for i in chosen]
+        sim = (u @ u[best]).astype(np.float64)
+        max_sim = sim if max_sim is None else np.maximum(max_sim, sim)
+        value = lam * rel - diversity * max_sim
+        value[chosen] = -np.inf
+    return chosen
+
+
+def top_scores(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the ``n`` highest ``scores`` (e.g. :meth:`serving.models.ItemFactors.scores`) and
+    their scores as float64, best first."""
+    idx = top_rows(scores, min(len(scores), n))[:n]
+    return idx, scores[idx].astype(np.float64)
 
 
 def top_by_dot(

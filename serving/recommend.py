@@ -31,8 +31,8 @@ from serving import candidates as cands
 from serving.cache import RecCache
 from serving.catalog import Catalog, Lookup
 from serving.explain import explain
-from serving.models import ModelStore
-from serving.ranking import Candidate, Scored, apply_novelty, blend, mmr_unit, normalize, top_by_dot
+from serving.models import ItemFactors, ModelStore
+from serving.ranking import Candidate, Pool, Scored, blend_rows, mmr_order, novelty_boost, top_scores
 from serving.serve_log import ServeLog
 
 if TYPE_CHECKING:
@@ -185,7 +185,12 @@ async def recommend(svc: Services, req: RecRequest) -> dict[str, Any]:
 
 
 async def compute(svc: Services, req: RecRequest) -> tuple[dict[str, Any], bool]:
-    """Compute the list (no cache); returns ``(payload, complete)`` (False when degraded)."""
+    """Compute the list (no cache); returns ``(payload, complete)`` (False when degraded).
+
+    Every step after the queries works on integer item keys (catalog rows, see
+    :class:`serving.catalog.Lookup`) held in arrays: sources arrive as keys and scores, the blend,
+    the banned items, filters, novelty and MMR are array operations, and Python objects are made
+    for the ``k`` served items only."""
     cfg = svc.settings.serving
     vc = dict(req.variant_config or {})
     weights: Mapping[str, float] = vc.get("blend_weights") or cfg.blend_weights
@@ -193,16 +198,23 @@ async def compute(svc: Services, req: RecRequest) -> tuple[dict[str, Any], bool]
     deadline = time.perf_counter() + cfg.request_budget_ms / 1000
     degraded = False
     ctx = cands.UserContext(req.user_id)
-    by_source: dict[str, list[Candidate]] = {}
     model_version: str | None = None
-    meta: dict[str, cands.ItemMeta] = {}
+    titles: dict[str, str] = {}
     cold_start = False
+    look = svc.catalog.view()
 
     def left_ms() -> float:
         return max(1.0, min(cfg.source_timeout_ms, (deadline - time.perf_counter()) * 1000))
 
+    async def fetch_missing(conn: Any, keys: np.ndarray) -> None:
+        # items the catalog does not hold yet are fetched with the list (catalog.py's docstring)
+        missing = look.missing(keys)
+        if missing:
+            await _boxed(svc.catalog.fetch(conn, look, missing), left_ms())
+
     try:
         async with _connection(svc.pool, cfg.request_budget_ms / 2000) as conn:
+            pools: dict[str, list[Pool]] = {}
             try:  # profile and batch view in one round trip
                 ctx, batch, batch_version = await _boxed(
                     cands.user_context_and_batch(conn, req.user_id), left_ms()
@@ -221,29 +233,31 @@ async def compute(svc: Services, req: RecRequest) -> tuple[dict[str, Any], bool]
                     and factors is not None
                     and ctx.als_model_version in (None, factors.version)
                 ):
-                    by_source["realtime"] = top_by_dot(ctx.als_factors, factors.item_ids, factors.factors, n)
-                    _anchor_by_factors(by_source["realtime"], ctx.recent, factors)
+                    # an empty source still counts as present (popular keeps its own weight)
+                    pools["realtime"] = [_als_pool(look, ctx, factors, n)]
                     model_version = factors.version
                 if ctx.preference_vector is not None:
                     try:
                         ann = await _boxed(
-                            cands.ann_by_vector(conn, ctx.preference_vector, n, req.filters), left_ms()
+                            cands.ann_ids(conn, ctx.preference_vector, n, req.filters), left_ms()
                         )
+                        keys = look.keys(ann)
+                        await fetch_missing(conn, keys)
                     except Exception as exc:
                         raise _Degrade(exc) from exc
-                    for c in ann:
-                        c.anchor = ctx.recent[0] if ctx.recent else None
-                    by_source["realtime"] = by_source.get("realtime", []) + ann
+                    pools.setdefault("realtime", []).append(_ann_pool(look, ctx, keys))
                 if batch:
-                    by_source["batch"] = batch
+                    pools["batch"] = [
+                        Pool("batch", look.keys(batch.ids), np.asarray(batch.scores, dtype=np.float64),
+                             np.asarray([-1 if a is None else look.key(a) for a in batch.anchors], np.int64))
+                    ]  # fmt: skip
                     model_version = model_version or batch_version
             # in-process caches answer without a time-boxed task (an asyncio task and a wait each)
             genres = svc.popular.cached_genres()
             if genres is None:
                 genres = await _boxed(svc.popular.genres(conn), left_ms())
-            if personal and not by_source and ctx.favorite_genres:
+            if personal and not pools and ctx.favorite_genres:
                 fav = [g for g in ctx.favorite_genres if g in genres][:3]
-                pops: list[Candidate] = []
                 for g in fav:
                     f = cands.ItemFilters(g, req.filters.year_from, req.filters.year_to)
                     if req.filters.genre and req.filters.genre != g:
@@ -252,47 +266,54 @@ async def compute(svc: Services, req: RecRequest) -> tuple[dict[str, Any], bool]
                     # each list on its own scale (popularity_metrics sums, or the items'
                     # popularity_score when the genre had no traffic): min-max per genre into
                     # [1, 2], so genres interleave and every one outranks the trending filler
-                    for c, s in zip(got, normalize([c.score for c in got]), strict=True):
-                        pops.append(Candidate(c.item_id, 1.0 + s, "popular", genre=genres.get(g, g)))
-                cold_start = bool(pops)
-                by_source["popular"] = pops
+                    keys, scores = _popular_keys(look, got)
+                    if len(keys):
+                        pools.setdefault("popular", []).append(
+                            Pool(
+                                "popular",
+                                keys,
+                                1.0 + _minmax(scores),
+                                genres=_same(genres.get(g, g), len(keys)),
+                            )
+                        )
+                cold_start = "popular" in pools
             pop = svc.popular.cached(n, req.filters)
             if pop is None:
                 pop = await _boxed(svc.popular.popular(conn, n, req.filters), left_ms())
             if len(svc.last_popular) >= 2048:
                 svc.last_popular.clear()
             svc.last_popular[_fkey(req.filters)] = pop
-            by_source.setdefault("popular", [])
             genre_name = genres.get(req.filters.genre or "", None)
+            keys, scores = _popular_keys(look, pop)
             # cold start: trending only fills in after the favourite genres (scores in [0, 0.5])
-            pop_scores = [0.5 * s for s in normalize([c.score for c in pop])] if cold_start else None
-            by_source["popular"] += [
-                Candidate(c.item_id, pop_scores[i] if pop_scores else c.score, "popular", genre=genre_name)
-                for i, c in enumerate(pop)
-            ]
-            banned = set(ctx.disliked) | (ctx.seen if req.exclude_seen else set())
-            head = blend(by_source, _weights(weights, by_source), banned=banned, limit=cfg.mmr_pool * 3)
-            head_ids = [s.item_id for s in head]
-            anchors = {s.anchor for s in head if s.anchor}
+            pools.setdefault("popular", []).append(
+                Pool("popular", keys, 0.5 * _minmax(scores) if cold_start else scores,
+                     genres=_same(genre_name, len(keys)) if genre_name else None)
+            )  # fmt: skip
+            by_source = {src: Pool.concat(src, ps) for src, ps in pools.items()}
+            bad = ctx.disliked | ctx.seen if req.exclude_seen else ctx.disliked
+            banned = look.keys(list(bad)) if bad else None
+            head = blend_rows(
+                list(by_source.values()), _weights(weights, by_source), look.tie_rank,
+                banned=banned, limit=cfg.mmr_pool * 3,
+            )  # fmt: skip
             diversity = float(vc.get("diversity", ctx.diversity if personal else 0.0))
             # metadata and embeddings come from the in-memory catalog; only items it does not
             # hold yet (new since its last refresh) cost a query
-            want = head_ids + sorted(anchors - set(head_ids))
-            look = svc.catalog.held(want)
-            if look is None:
-                look = await _boxed(svc.catalog.lookup(conn, want), left_ms())
-            keep = np.flatnonzero(look.filter_mask(head_ids, req.filters))[: cfg.mmr_pool]
-            ranked = [head[i] for i in keep]
-            ids = [s.item_id for s in ranked]
+            anchors = head.anchors[head.anchors >= 0]
+            await fetch_missing(conn, np.concatenate([head.keys, anchors]) if len(anchors) else head.keys)
+            ranked = head.take(np.flatnonzero(look.accepts(head.keys, req.filters))[: cfg.mmr_pool])
             novelty_pref = float(vc.get("novelty", ctx.novelty if personal else 0.0))
-            ranked = apply_novelty(
-                ranked, dict(zip(ids, look.popularity(ids).tolist(), strict=True)), novelty_pref,
-                cfg.novelty_max_boost,
-            )  # fmt: skip
+            if novelty_pref > 0 and cfg.novelty_max_boost > 0 and len(ranked):
+                ranked.scores = ranked.scores + novelty_boost(
+                    look.popularity_of(ranked.keys), novelty_pref, cfg.novelty_max_boost
+                )
+                ranked = ranked.take(np.lexsort((look.tie_rank(ranked.keys), -ranked.scores)))
             if diversity > 0 and len(ranked) > req.k:
-                ranked = mmr_unit(ranked, look.unit_vectors([s.item_id for s in ranked]), req.k, diversity)
-            items = ranked[: req.k]
-            meta = _metas(look, items)
+                pick = mmr_order(ranked.scores, look.unit_of(ranked.keys), req.k, diversity)
+                ranked = ranked.take(np.asarray(pick, dtype=np.int64))
+            items = ranked.take(np.arange(min(req.k, len(ranked)))).scored(look.item_id)
+            titles = _titles(look, items)
     except _Degrade as d:
         log.warning("degraded list for %s: %r", req.user_id, d.__cause__)
         return await _fallback(svc, req, ctx), False
@@ -300,7 +321,7 @@ async def compute(svc: Services, req: RecRequest) -> tuple[dict[str, Any], bool]
         log.warning("degraded list for %s: %r", req.user_id, exc)
         return await _fallback(svc, req, ctx), False
 
-    return _payload(items, meta, cold_start, degraded, model_version), not degraded
+    return _payload(items, titles, cold_start, degraded, model_version), not degraded
 
 
 class _Degrade(Exception):
@@ -311,7 +332,7 @@ def _fkey(f: cands.ItemFilters) -> str:
     return filter_digest(f.as_dict())
 
 
-def _weights(weights: Mapping[str, float], by_source: Mapping[str, list[Candidate]]) -> dict[str, float]:
+def _weights(weights: Mapping[str, float], by_source: Mapping[str, Any]) -> dict[str, float]:
     """Popular only fills in: with personal sources present it keeps its configured weight,
     alone it ranks by itself (weight 1)."""
     w = {s: float(weights.get(s, 0.0)) for s in by_source}
@@ -320,33 +341,86 @@ def _weights(weights: Mapping[str, float], by_source: Mapping[str, list[Candidat
     return w
 
 
-def _anchor_by_factors(cands_: list[Candidate], recent: list[str], factors: Any) -> None:
-    """'because you watched X': X = the recent item whose factors are closest to the candidate."""
-    vecs = [(r, factors.vector(r)) for r in recent]
-    vecs = [(r, v) for r, v in vecs if v is not None]
-    if not vecs:
-        return
-    ids = [r for r, _ in vecs]
-    mat = np.stack([v for _, v in vecs])
-    mat = mat / np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-9)
-    known = [(c, row) for c in cands_ if (row := factors.index.get(c.item_id)) is not None]
-    if not known:
-        return
-    # one (candidates x recent) product instead of a mat-vec per candidate
-    best = (factors.factors[[row for _, row in known]] @ mat.T).argmax(axis=1)
-    for (c, _), b in zip(known, best, strict=True):
-        c.anchor = ids[int(b)]
+def _minmax(scores: np.ndarray) -> np.ndarray:
+    """:func:`serving.ranking.normalize` on an array."""
+    if not len(scores):
+        return scores
+    lo, hi = scores.min(), scores.max()
+    return np.ones(len(scores)) if hi - lo < 1e-12 else (scores - lo) / (hi - lo)
 
 
-def _metas(look: Lookup, items: list[Scored]) -> dict[str, cands.ItemMeta]:
-    """Metadata of the served items and of their anchors (titles for the payload)."""
+def _same(value: Any, n: int) -> np.ndarray:
+    out = np.empty(n, dtype=object)
+    out[:] = [value] * n
+    return out
+
+
+#: id(popular list) -> (the list, the snapshot, its keys, its scores): a popular list is shared by
+#: every request for 30 s, so its ids map to catalog rows once per (list, snapshot)
+_POPULAR_KEYS: dict[int, tuple[list[Candidate], Any, np.ndarray, np.ndarray]] = {}
+
+
+def _popular_keys(look: Lookup, pop: list[Candidate]) -> tuple[np.ndarray, np.ndarray]:
+    hit = _POPULAR_KEYS.get(id(pop))
+    if hit is not None and hit[0] is pop and hit[1] is look.snap:
+        return hit[2], hit[3]
+    keys = look.keys([c.item_id for c in pop])
+    scores = np.asarray([c.score for c in pop], dtype=np.float64)
+    if (keys < len(look.snap)).all():  # keys of ids outside the snapshot belong to this request only
+        if len(_POPULAR_KEYS) >= 256:
+            _POPULAR_KEYS.clear()
+        _POPULAR_KEYS[id(pop)] = (pop, look.snap, keys, scores)
+    return keys, scores
+
+
+def _als_pool(look: Lookup, ctx: cands.UserContext, factors: ItemFactors, n: int) -> Pool:
+    """The user's top ``n`` items by ALS score, as catalog keys, each anchored on the recent item
+    whose factors are closest ('because you watched X')."""
+    assert ctx.als_factors is not None
+    all_scores = factors.scores(ctx.als_factors)
+    if all_scores is None:
+        return Pool("realtime", np.zeros(0, np.int64), np.zeros(0))
+    rows, scores = top_scores(all_scores, n)
+    keys = factors.catalog_rows(look.snap)[rows]
+    for i in np.flatnonzero(keys < 0).tolist():  # not in the catalog (yet): a key of its own
+        keys[i] = look.key(str(factors.item_ids[rows[i]]))
+    anchors = None
+    known = [(r, row) for r in ctx.recent if (row := factors.index.get(r)) is not None]
+    if known and len(rows):
+        mat = factors.factors[[row for _, row in known]]
+        mat = mat / np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-9)
+        # one (candidates x recent) product instead of a mat-vec per candidate
+        best = (factors.factors[rows] @ mat.T).argmax(axis=1)
+        anchors = np.asarray([look.key(r) for r, _ in known], dtype=np.int64)[best]
+    return Pool("realtime", keys, scores, anchors)
+
+
+def _ann_pool(look: Lookup, ctx: cands.UserContext, keys: np.ndarray) -> Pool:
+    """The taste vector's nearest items with their cosine similarity, from the catalog's unit
+    rows (float16: within ~1e-3 of Postgres' float32 cosine; the ANN query no longer reads the
+    embeddings), anchored on the most recent item."""
+    assert ctx.preference_vector is not None
+    v = ctx.preference_vector.astype(np.float32)
+    unit = look.unit_of(keys)
+    norm = float(np.linalg.norm(v))
+    sims = (
+        (unit @ (v / norm)).astype(np.float64)
+        if norm > 0 and unit.shape[1] == len(v)
+        else np.zeros(len(keys))
+    )
+    anchor = look.key(ctx.recent[0]) if ctx.recent else -1
+    return Pool("realtime", keys, sims, np.full(len(keys), anchor, dtype=np.int64))
+
+
+def _titles(look: Lookup, items: list[Scored]) -> dict[str, str]:
+    """Titles of the served items and of their anchors (for the payload)."""
     want = {s.item_id for s in items} | {s.anchor for s in items if s.anchor}
-    return {i: m for i in want if (m := look.meta(i)) is not None}
+    return {i: t for i in want if (t := look.title(i)) is not None}
 
 
 def _payload(
     items: list[Scored],
-    meta: Mapping[str, cands.ItemMeta],
+    titles: Mapping[str, str],
     cold_start: bool,
     degraded: bool,
     model_version: str | None,
@@ -360,17 +434,16 @@ def _payload(
         algo = "hybrid" if sources else "popular"
     out = []
     for s in items:
-        m = meta.get(s.item_id)
-        anchor = meta.get(s.anchor) if s.anchor else None
+        anchor = titles.get(s.anchor) if s.anchor else None
         out.append(
             {
                 "item_id": s.item_id,
-                "title": m.title if m else None,
+                "title": titles.get(s.item_id),
                 "score": round(s.score, 6),
                 "source": s.source,
                 "explanation": explain(
                     s.source,
-                    anchor_title=anchor.title if anchor else None,
+                    anchor_title=anchor,
                     genre=s.genre,
                     cold_start=cold_start,
                 ),
@@ -408,4 +481,4 @@ async def _fallback(svc: Services, req: RecRequest, ctx: cands.UserContext) -> d
     top = max((s.score for s in items), default=1.0) or 1.0
     for s in items:
         s.score = s.score / top
-    return _payload(items[: req.k], meta, False, True, None)
+    return _payload(items[: req.k], {i: m.title for i, m in meta.items()}, False, True, None)
