@@ -219,10 +219,11 @@ def seed(
 _LUA = """
 math.randomseed(os.time() + {seed})
 local n = {n}
+local step = {step}
 local path = "{path}"
 hits = 0
 request = function()
-  local u = math.random(0, n - 1)
+  local u = math.random(0, math.floor((n - 1) / step)) * step
   return wrk.format("GET", (string.gsub(path, "{user}", "bu" .. u)))
 end
 response = function(status, headers, body)
@@ -270,14 +271,17 @@ def wrk(
     threads: int,
     rate: float = 0.0,
     path: str = "/v1/users/{user}/recommendations?k=10",
+    step: int = 1,
 ) -> dict[str, float]:
     """One wrk run. ``rate`` > 0 paces the requests (Lua ``delay``, see :data:`_LUA`) to ``rate``
     req/s in total: wrk is closed-loop, and p99 at saturation says nothing about p99 at a given
-    load. ``path``: the request's path, ``{user}`` replaced by a random bench user."""
+    load. ``path``: the request's path, ``{user}`` replaced by a random bench user (one whose
+    number is a multiple of ``step``)."""
     interval = threads * 1000 / rate if rate > 0 else 0.0
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(
             _LUA.replace("{n}", str(n_users))
+            .replace("{step}", str(step))
             .replace("{path}", path)
             .replace("{interval}", f"{interval:.4f}")
             .replace("{seed}", str(int.from_bytes(os.urandom(2), "little")))
@@ -412,8 +416,10 @@ def main() -> None:
         "--paths",
         nargs="+",
         default=["cached", "uncached"],
-        choices=["cached", "uncached", "healthz"],
-        help="healthz: GET /healthz, the cheapest FastAPI route - the floor HTTP sets on this box",
+        choices=["cached", "uncached", "uncached_taste", "healthz"],
+        help="uncached_taste: only users with a taste vector (every 10th: the pgvector ANN runs for "
+        "each list, as for every user with events in a live system); healthz: GET /healthz, the "
+        "cheapest FastAPI route - the floor HTTP sets on this box",
     )
     ap.add_argument(
         "--keep-db",
@@ -533,13 +539,14 @@ def main() -> None:
                         route = "/v1/users/{user}/recommendations?k=10"
                         if path == "cached":
                             _warm(url, args.cached_users)
-                        elif path == "uncached":
+                        elif path.startswith("uncached"):
                             invalidate(settings, args.users)
                         else:
                             route = "/healthz"
                         n = args.cached_users if path == "cached" else args.users
+                        step = 10 if path == "uncached_taste" else 1
                         before = cpu_seconds(server.pid, settings.postgres.url)
-                        res = wrk(url, n, args.duration, conns, args.threads, rate, route)
+                        res = wrk(url, n, args.duration, conns, args.threads, rate, route, step)
                         after = cpu_seconds(server.pid, settings.postgres.url)
                         done = res["rps"] * args.duration
                         for part in ("api", "postgres"):
