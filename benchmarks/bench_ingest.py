@@ -68,7 +68,8 @@ def make_events(n: int) -> list[dict[str, Any]]:
 
 @contextmanager
 def bench_topic(settings: Settings, name: str, partitions: int = 6) -> Iterator[str]:
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers, "logger": _KAFKA_LOG})
+    conf: dict[str, Any] = {"bootstrap.servers": settings.kafka.bootstrap_servers, "logger": _KAFKA_LOG}
+    admin = AdminClient(conf)
     admin.create_topics([NewTopic(name, partitions, 1)])[name].result(timeout=30)
     time.sleep(1)  # metadata propagation
     try:

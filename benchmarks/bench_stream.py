@@ -71,7 +71,9 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -136,7 +138,11 @@ def produce_at(se: StreamEnv, events: list, rate: float) -> None:
                     time.sleep(ahead)
 
 
-def run(n_workers: int, args: argparse.Namespace) -> dict[str, float]:
+def _model_loaded(worker: Worker) -> bool:
+    return bool(metric(worker.metrics(), "lambdarec_stream_model_info") == 1)
+
+
+def run(n_workers: int, args: argparse.Namespace) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory() as tmp,
         stream_env(
@@ -146,7 +152,7 @@ def run(n_workers: int, args: argparse.Namespace) -> dict[str, float]:
         publish_model(se, "bench", rank=args.rank)
         workers = [se.start_worker() for _ in range(n_workers)]
         for w in workers:
-            se.wait_for(lambda w=w: metric(w.metrics(), "lambdarec_stream_model_info") == 1, 60, "model")
+            se.wait_for(partial(_model_loaded, w), 60, "model")
         # warm-up (connections, caches, JIT-less but import-heavy first batches)
         warm = make_events(2000, users=args.users, items=se.item_ids, seed=99)
         se.produce(warm)

@@ -590,11 +590,12 @@ def build_app(settings: Settings) -> faust.App:
         except Exception:  # a metric must never stop the worker
             log.warning("consumer lag update failed", exc_info=True)
 
-    @app.on_partitions_revoked.connect
+    # faust's stubs type a receiver with a keyword-only ``signal``; ours takes it in **kwargs
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         layer.forget(revoked)
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         layer.forget(assigned)
         layer.start_model_watcher(pg.production_model)
