@@ -8,11 +8,13 @@ for everybody, so they are kept in process for ``_POPULAR_TTL`` seconds.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
+import orjson
 from psycopg import AsyncConnection
 
 from serving.ranking import Candidate
@@ -103,7 +105,9 @@ _USER_BATCH_SQL = (
 """
 ).replace(
     "(SELECT coalesce(array_agg(item_id), '{}') FROM g WHERE bad)\n",
-    "(SELECT coalesce(array_agg(item_id), '{}') FROM g WHERE bad), b.recommendations, b.model_version\n",
+    # ::text: the same bytes jsonb's binary form sends, parsed by orjson instead of json.loads
+    "(SELECT coalesce(array_agg(item_id), '{}') FROM g WHERE bad), "
+    "b.recommendations::text, b.model_version\n",
 )
 
 
@@ -126,11 +130,67 @@ async def user_context_and_batch(
     """:func:`user_context` and :func:`batch_candidates` in one statement: the two lookups are
     independent, and under load every extra round trip is another trip through the event
     loop's queue."""
-    row = await (await conn.execute(_USER_BATCH_SQL, {"u": user_id}, binary=True)).fetchone()
+    ctx, batch, version, _ = await user_context_batch_and_ann(conn, user_id)
+    return ctx, batch, version
+
+
+@dataclass(frozen=True, slots=True)
+class AnnQuery:
+    """The taste-vector search to run with the profile (:func:`user_context_batch_and_ann`)."""
+
+    n: int
+    filters: ItemFilters
+    #: the dimension of the items' embeddings (of the half-precision index expression)
+    dim: int
+
+
+_ANN_SQL: dict[tuple[str, int], str] = {}
+
+
+def _user_batch_ann_sql(cond: str, dim: int) -> str:
+    """:data:`_USER_BATCH_SQL` plus the ids :func:`ann_ids` would return for the profile's own
+    preference vector, when the user consents and the vector has ``dim`` dimensions (else NULL:
+    the CASE keeps the correlated search from running at all)."""
+    sql = _ANN_SQL.get((cond, dim))
+    if sql is None:
+        half = f"halfvec({dim})"  # must match the index expression (see ann_ids)
+        ann = (
+            ", CASE WHEN p.data_usage_consent AND vector_dims(p.preference_vector) = "
+            f"{dim} THEN ARRAY(SELECT i.item_id FROM items i WHERE i.embedding IS NOT NULL{cond} "
+            f"ORDER BY i.embedding::{half} <=> p.preference_vector::{half} LIMIT %(ann_n)s) END\n"
+        )
+        sql = _USER_BATCH_SQL.replace(", b.model_version\n", ", b.model_version" + ann, 1)
+        assert sql != _USER_BATCH_SQL
+        if len(_ANN_SQL) >= 64:
+            _ANN_SQL.clear()
+        _ANN_SQL[(cond, dim)] = sql
+    return sql
+
+
+async def user_context_batch_and_ann(
+    conn: AsyncConnection, user_id: str, ann: AnnQuery | None = None
+) -> tuple[UserContext, IdList, str | None, list[str] | None]:
+    """:func:`user_context_and_batch`, and with ``ann`` the :func:`ann_ids` of the user's
+    preference vector in the same statement (None when it did not run: no consent, no vector,
+    or one of another dimension, which :func:`ann_ids` then answers on its own).
+
+    Why: a taste-vector user's list cost two round trips, the second only to send back the
+    vector the first had just read; each statement costs the API ~0.1 ms of CPU however small.
+    The search is the same one (the half-precision HNSW index, scanned with the vector of the
+    joined profile row as its parameter)."""
+    params: dict[str, Any] = {"u": user_id}
+    if ann is None:
+        sql = _USER_BATCH_SQL
+    else:
+        cond, fparams = ann.filters.sql(named="ann_f")
+        sql = _user_batch_ann_sql(cond, ann.dim)
+        params.update(fparams, ann_n=ann.n)
+    row = await (await conn.execute(sql, params, binary=True)).fetchone()
     assert row is not None
     # model_version is NOT NULL in a batch run: NULL means the user has no batch row
-    batch = _batch_list(row[10]) if row[11] is not None else IdList()
-    return _context(user_id, row[:10]), batch, row[11]
+    batch = _batch_list(_json(row[10])) if row[11] is not None else IdList()
+    ids = row[12] if ann is not None else None
+    return _context(user_id, row[:10]), batch, row[11], ids
 
 
 def _context(user_id: str, row: Any) -> UserContext:
@@ -157,23 +217,37 @@ class ItemFilters:
     year_from: int | None = None
     year_to: int | None = None
 
-    def sql(self, alias: str = "i") -> tuple[str, list[Any]]:
-        """``AND ...`` conditions on items ``alias`` and their parameters."""
+    @overload
+    def sql(self, alias: str = "i", *, named: None = None) -> tuple[str, list[Any]]: ...
+    @overload
+    def sql(self, alias: str = "i", *, named: str) -> tuple[str, dict[str, Any]]: ...
+
+    def sql(self, alias: str = "i", *, named: str | None = None) -> tuple[str, Any]:
+        """``AND ...`` conditions on items ``alias`` and their parameters (positional; with
+        ``named``, ``%(<named>_genre)s``-style placeholders and a dict, for a statement that
+        uses named parameters)."""
         parts: list[str] = []
-        params: list[Any] = []
+        params: dict[str, Any] = {}
+
+        def ph(name: str) -> str:
+            return "%s" if named is None else f"%({named}_{name})s"
+
         if self.genre:
             parts.append(
                 f"EXISTS (SELECT 1 FROM item_genres ig JOIN genres g ON g.genre_id = ig.genre_id "
-                f"WHERE ig.item_id = {alias}.item_id AND g.slug = %s)"
+                f"WHERE ig.item_id = {alias}.item_id AND g.slug = {ph('genre')})"
             )
-            params.append(self.genre)
+            params["genre"] = self.genre
         if self.year_from is not None:
-            parts.append(f"{alias}.release_year >= %s")
-            params.append(self.year_from)
+            parts.append(f"{alias}.release_year >= {ph('year_from')}")
+            params["year_from"] = self.year_from
         if self.year_to is not None:
-            parts.append(f"{alias}.release_year <= %s")
-            params.append(self.year_to)
-        return "".join(" AND " + p for p in parts), params
+            parts.append(f"{alias}.release_year <= {ph('year_to')}")
+            params["year_to"] = self.year_to
+        cond = "".join(" AND " + p for p in parts)
+        if named is None:
+            return cond, list(params.values())
+        return cond, {f"{named}_{k}": v for k, v in params.items()}
 
     def accepts(self, meta: ItemMeta) -> bool:
         if self.genre and self.genre not in meta.genres:
@@ -249,6 +323,17 @@ def _batch(row: Any) -> tuple[list[Candidate], str | None]:
     return [
         Candidate(i, s, "batch", anchor=a) for i, s, a in zip(got.ids, got.scores, got.anchors, strict=True)
     ], row[1]
+
+
+def _json(text: str | None) -> Any:
+    """A jsonb value sent as text: orjson (~4x as fast as the json.loads psycopg's jsonb loader
+    runs), json.loads for what orjson refuses (integers beyond 64 bits)."""
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def _batch_list(recs: Any) -> IdList:

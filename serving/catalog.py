@@ -111,6 +111,32 @@ class Snapshot:
                         float(self.popularity[row]), slugs)  # fmt: skip
 
 
+#: 2**112: moves a float16 exponent (bias 15) shifted into float32's exponent field to bias 127
+_F16_SCALE = np.float32(2.0**112)
+#: sign bit and the 15 low bits of a float16 sign-extended to int32 and shifted left by 13
+_F16_BITS = np.int32(-0x70002000)  # 0x8FFFE000
+
+
+def widen(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``vectors[rows].astype(np.float32)`` for finite float16 ``vectors``, bit for bit, ~4x as
+    fast.
+
+    Why: numpy converts float16 one element at a time in software (~1.7 ns per value on the
+    API's CPUs, ~135 us per 100 x 768 block: an eighth of an uncached list), while three
+    integer/float passes over the block run vectorised. The float16 bits, sign-extended and
+    shifted left by 13, land sign, exponent and mantissa in their float32 places (the sign
+    extension's spare ones are masked off); multiplying by 2**112 rebiases the exponent and
+    turns float16 subnormals into the right normal float32s. Infinities and NaNs would come out
+    as large finite numbers: the catalog's rows are unit length, so it has none."""
+    if vectors.dtype != np.float16:  # (a hand-made snapshot in a test)
+        return vectors[rows].astype(np.float32)
+    out = np.left_shift(vectors.view(np.int16)[rows], 13, dtype=np.int32)
+    out &= _F16_BITS
+    f = out.view(np.float32)
+    f *= _F16_SCALE
+    return f
+
+
 @dataclass(slots=True)
 class _Extra:
     """An item fetched on demand (not in the snapshot yet), or a known-missing id (meta None)."""
@@ -186,6 +212,13 @@ class Lookup:
                 self._pinned[item_id] = e
         return out
 
+    def title_of(self, key: int) -> str | None:
+        """:meth:`title` by key: a snapshot row is a list index, no id lookup."""
+        if key < self._n:
+            return self.snap.titles[key]
+        e = self._extra(self._other[key - self._n])
+        return None if e is None or e.meta is None else e.meta.title
+
     def meta_of(self, key: int) -> ItemMeta | None:
         if key < self._n:
             return self.snap.meta(key)
@@ -223,10 +256,10 @@ class Lookup:
             dim = next((len(e.vector) for e in extras if e.vector is not None), 0)
         inside = keys < self._n
         if dim and inside.all() and self.snap.vectors.shape[1] == dim:
-            return self.snap.vectors[keys].astype(np.float32)
+            return widen(self.snap.vectors, keys)
         out = np.zeros((len(keys), max(dim, 1)), dtype=np.float32)
         if inside.any() and self.snap.vectors.shape[1] == dim:
-            out[inside] = self.snap.vectors[keys[inside]]
+            out[inside] = widen(self.snap.vectors, keys[inside])
         for i in np.flatnonzero(~inside).tolist():
             e = self._extra(self._other[int(keys[i]) - self._n])
             if e is not None and e.vector is not None and len(e.vector) == dim:

@@ -32,7 +32,7 @@ from serving.cache import RecCache
 from serving.catalog import Catalog, Lookup
 from serving.explain import explain
 from serving.models import ItemFactors, ModelStore
-from serving.ranking import Candidate, Pool, Scored, blend_rows, mmr_order, novelty_boost, top_scores
+from serving.ranking import Blended, Candidate, Pool, Scored, blend_rows, mmr_order, novelty_boost, top_scores
 from serving.serve_log import ServeLog
 
 if TYPE_CHECKING:
@@ -215,9 +215,13 @@ async def compute(svc: Services, req: RecRequest) -> tuple[dict[str, Any], bool]
     try:
         async with _connection(svc.pool, cfg.request_budget_ms / 2000) as conn:
             pools: dict[str, list[Pool]] = {}
-            try:  # profile and batch view in one round trip
-                ctx, batch, batch_version = await _boxed(
-                    cands.user_context_and_batch(conn, req.user_id), left_ms()
+            # profile, batch view and the taste-vector search in one round trip (the search
+            # needs the embeddings' dimension: until the catalog knows it, a query of its own)
+            dim = look.snap.vectors.shape[1] if len(look.snap) else 0
+            ann_q = cands.AnnQuery(n, req.filters, dim) if dim else None
+            try:
+                ctx, batch, batch_version, ann = await _boxed(
+                    cands.user_context_batch_and_ann(conn, req.user_id, ann_q), left_ms()
                 )
             except Exception as exc:
                 raise _Degrade(exc) from exc
@@ -238,9 +242,10 @@ async def compute(svc: Services, req: RecRequest) -> tuple[dict[str, Any], bool]
                     model_version = factors.version
                 if ctx.preference_vector is not None:
                     try:
-                        ann = await _boxed(
-                            cands.ann_ids(conn, ctx.preference_vector, n, req.filters), left_ms()
-                        )
+                        if ann is None:
+                            ann = await _boxed(
+                                cands.ann_ids(conn, ctx.preference_vector, n, req.filters), left_ms()
+                            )
                         keys = look.keys(ann)
                         await fetch_missing(conn, keys)
                     except Exception as exc:
@@ -302,18 +307,22 @@ async def compute(svc: Services, req: RecRequest) -> tuple[dict[str, Any], bool]
             # hold yet (new since its last refresh) cost a query
             anchors = head.anchors[head.anchors >= 0]
             await fetch_missing(conn, np.concatenate([head.keys, anchors]) if len(anchors) else head.keys)
-            ranked = head.take(np.flatnonzero(look.accepts(head.keys, req.filters))[: cfg.mmr_pool])
+            # the steps below reorder rows of ``head``: they carry the row numbers (``sel``) and
+            # the keys and scores they need, and the other columns are taken once, at the end
+            sel = np.flatnonzero(look.accepts(head.keys, req.filters))[: cfg.mmr_pool]
+            keys, scores = head.keys[sel], head.scores[sel]
             novelty_pref = float(vc.get("novelty", ctx.novelty if personal else 0.0))
-            if novelty_pref > 0 and cfg.novelty_max_boost > 0 and len(ranked):
-                ranked.scores = ranked.scores + novelty_boost(
-                    look.popularity_of(ranked.keys), novelty_pref, cfg.novelty_max_boost
-                )
-                ranked = ranked.take(np.lexsort((look.tie_rank(ranked.keys), -ranked.scores)))
-            if diversity > 0 and len(ranked) > req.k:
-                pick = mmr_order(ranked.scores, look.unit_of(ranked.keys), req.k, diversity)
-                ranked = ranked.take(np.asarray(pick, dtype=np.int64))
-            items = ranked.take(np.arange(min(req.k, len(ranked)))).scored(look.item_id)
-            titles = _titles(look, items)
+            if novelty_pref > 0 and cfg.novelty_max_boost > 0 and len(sel):
+                scores = scores + novelty_boost(look.popularity_of(keys), novelty_pref, cfg.novelty_max_boost)
+                order = np.lexsort((look.tie_rank(keys), -scores))
+                sel, keys, scores = sel[order], keys[order], scores[order]
+            if diversity > 0 and len(sel) > req.k:
+                pick = np.asarray(mmr_order(scores, look.unit_of(keys), req.k, diversity), dtype=np.int64)
+                sel, scores = sel[pick], scores[pick]
+            served = head.take(sel[: req.k])
+            served.scores = scores[: req.k]
+            items = served.scored(look.item_id)
+            titles = _titles(look, served)
     except _Degrade as d:
         log.warning("degraded list for %s: %r", req.user_id, d.__cause__)
         return await _fallback(svc, req, ctx), False
@@ -412,10 +421,10 @@ def _ann_pool(look: Lookup, ctx: cands.UserContext, keys: np.ndarray) -> Pool:
     return Pool("realtime", keys, sims, np.full(len(keys), anchor, dtype=np.int64))
 
 
-def _titles(look: Lookup, items: list[Scored]) -> dict[str, str]:
-    """Titles of the served items and of their anchors (for the payload)."""
-    want = {s.item_id for s in items} | {s.anchor for s in items if s.anchor}
-    return {i: t for i in want if (t := look.title(i)) is not None}
+def _titles(look: Lookup, served: Blended) -> dict[str, str]:
+    """Titles of the served items and of their anchors (for the payload), looked up by key."""
+    want = set(served.keys.tolist()) | {a for a in served.anchors.tolist() if a >= 0}
+    return {look.item_id(k): t for k in want if (t := look.title_of(k)) is not None}
 
 
 def _payload(

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -72,6 +73,17 @@ def world(postgres: Settings, redis_service: Settings) -> Iterator[World]:
         yield w
 
 
+def _same_list(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+    """Same items, order, sources and explanations; scores within 2e-3: a list computed before
+    the API's item catalog loaded takes its similarities from Postgres's float32 vectors, one
+    computed after from the catalog's float16 ones."""
+    drop = ("score",)
+    strip = [[{k: v for k, v in i.items() if k not in drop} for i in x] for x in (a, b)]
+    return strip[0] == strip[1] and all(
+        abs(i["score"] - j["score"]) <= 2e-3 for i, j in zip(a, b, strict=True)
+    )
+
+
 async def test_redis_killed_mid_run_serves_uncached_then_recovers(postgres: Settings, world: World) -> None:
     port = free_port()
     user = world.user(preference_vector=world.emb[f"{world.p}i4"])
@@ -94,7 +106,7 @@ async def test_redis_killed_mid_run_serves_uncached_then_recovers(postgres: Sett
                 assert r.status_code == 200, r.text
                 body = r.json()
                 assert body["cache_hit"] is False and body["degraded"] is False
-                assert body["items"] == first["items"] and time.monotonic() - t0 < 1.0
+                assert _same_list(body["items"], first["items"]) and time.monotonic() - t0 < 1.0
 
         with private_redis(port):  # Redis back on the same address: cached again after the breaker
             async with api_client(_with(postgres, redis_url=f"redis://127.0.0.1:{port}/0")) as c:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 
 from serving.candidates import ItemFilters, ItemMeta
-from serving.catalog import Lookup, Snapshot, _Extra
+from serving.catalog import Lookup, Snapshot, _Extra, widen
 from serving.models import ItemFactors
 from serving.ranking import (
     Candidate,
@@ -200,3 +200,36 @@ def test_lookup_keeps_what_it_pinned_when_a_load_drops_the_overlay() -> None:
     assert look.title("m5") == "Fresh" and look.popularity_of(keys).tolist() == [7.0, 5.0]
     stale = Lookup(_snapshot(), {"m5": _Extra(time.monotonic() - 1, None, None)})
     assert stale.missing(stale.keys(["m5"])) == ["m5"]  # expired: fetched again
+
+
+def test_widen_is_numpys_float16_conversion_bit_for_bit() -> None:
+    """Every finite float16 (normals, subnormals, both zeros, both signs), in any row order."""
+    bits = np.arange(-(2**15), 2**15, dtype=np.int32).astype(np.int16)
+    half = bits.view(np.float16)
+    half = half[np.isfinite(half)]
+    block = np.resize(half, (len(half) // 64 + 1) * 64).reshape(-1, 64)
+    rows = np.random.default_rng(3).permutation(len(block))
+    got = widen(block, rows)
+    want = block[rows].astype(np.float32)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    assert widen(block, rows[:0]).shape == (0, 64)
+
+
+def test_batch_json_sent_as_text_parses_like_the_jsonb_loader() -> None:
+    """The profile statement sends the batch list as text for orjson: the same list as json.loads
+    gives, including what orjson refuses (integers beyond 64 bits) and malformed entries."""
+    import json
+
+    from serving.candidates import _batch_list, _json
+
+    docs = [
+        '[{"item_id": "a", "score": 0.9, "because": "x"}, {"item_id": "b", "score": 1}]',
+        '[{"item_id": "a", "score": 123456789012345678901234567890}, {"item_id": "c"}]',
+        '[{"item_id": 5, "score": 1.0}, "junk", null, {"score": 2.0}, {"item_id": "d", "because": 3}]',
+        '{"item_id": "a"}',
+        "[]",
+    ]
+    for doc in docs:
+        assert _batch_list(_json(doc)) == _batch_list(json.loads(doc)), doc
+    assert _json(None) is None
