@@ -46,14 +46,13 @@ class Scored:
     genre: str | None = None
 
 
-def normalize(scores: Sequence[float]) -> list[float]:
+def minmax(scores: np.ndarray) -> np.ndarray:
     """Min-max to [0, 1] so that sources with different scales can be weighted (all equal -> 1)."""
-    if not scores:
-        return []
-    lo, hi = min(scores), max(scores)
-    if hi - lo < 1e-12:
-        return [1.0] * len(scores)
-    return [(s - lo) / (hi - lo) for s in scores]
+    sc = np.asarray(scores, dtype=np.float64)
+    if not len(sc):
+        return sc
+    lo, hi = sc.min(), sc.max()
+    return np.ones(len(sc)) if hi - lo < 1e-12 else (sc - lo) / (hi - lo)
 
 
 @dataclass(slots=True)
@@ -169,7 +168,7 @@ def blend_rows(
         sc = np.asarray(p.scores, dtype=np.float64)
         lo, hi = sc.min(), sc.max()
         part = contrib[at : at + m]
-        # w * (0.05 + 0.95 * normalize(scores)) in place, operation for operation (equal scores
+        # w * (0.05 + 0.95 * minmax(scores)) in place, operation for operation (equal scores
         # stay equal); a small floor keeps the weakest candidate of a source above an absent one
         if hi - lo < 1e-12:
             part.fill(w * (0.05 + 0.95 * 1.0))
@@ -347,9 +346,7 @@ def mmr_order(scores: np.ndarray, unit: np.ndarray, k: int, diversity: float) ->
         return []
     if diversity <= 0 or n <= 1:
         return list(range(min(k, n)))
-    sc = np.asarray(scores, dtype=np.float64)
-    lo, hi = sc.min(), sc.max()
-    rel = np.ones(n) if hi - lo < 1e-12 else (sc - lo) / (hi - lo)  # == normalize()
+    rel = minmax(scores)
     u = np.asarray(unit, dtype=np.float32)  # the catalog's rows are float16: float32 loses nothing
     lam = 1.0 - diversity
     # ``lam * rel - diversity * max_sim``, picked items at -inf: a picked item's relevance term

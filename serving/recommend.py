@@ -32,7 +32,17 @@ from serving.cache import RecCache
 from serving.catalog import Catalog, Lookup
 from serving.explain import explain
 from serving.models import ItemFactors, ModelStore
-from serving.ranking import Blended, Candidate, Pool, Scored, blend_rows, mmr_order, novelty_boost, top_scores
+from serving.ranking import (
+    Blended,
+    Candidate,
+    Pool,
+    Scored,
+    blend_rows,
+    minmax,
+    mmr_order,
+    novelty_boost,
+    top_scores,
+)
 from serving.serve_log import ServeLog
 
 if TYPE_CHECKING:
@@ -277,7 +287,7 @@ async def compute(svc: Services, req: RecRequest) -> tuple[dict[str, Any], bool]
                             Pool(
                                 "popular",
                                 keys,
-                                1.0 + _minmax(scores),
+                                1.0 + minmax(scores),
                                 genres=_same(genres.get(g, g), len(keys)),
                             )
                         )
@@ -292,7 +302,7 @@ async def compute(svc: Services, req: RecRequest) -> tuple[dict[str, Any], bool]
             keys, scores = _popular_keys(look, pop)
             # cold start: trending only fills in after the favourite genres (scores in [0, 0.5])
             pools.setdefault("popular", []).append(
-                Pool("popular", keys, 0.5 * _minmax(scores) if cold_start else scores,
+                Pool("popular", keys, 0.5 * minmax(scores) if cold_start else scores,
                      genres=_same(genre_name, len(keys)) if genre_name else None)
             )  # fmt: skip
             by_source = {src: Pool.concat(src, ps) for src, ps in pools.items()}
@@ -348,14 +358,6 @@ def _weights(weights: Mapping[str, float], by_source: Mapping[str, Any]) -> dict
     if set(by_source) <= {"popular"}:
         w["popular"] = 1.0
     return w
-
-
-def _minmax(scores: np.ndarray) -> np.ndarray:
-    """:func:`serving.ranking.normalize` on an array."""
-    if not len(scores):
-        return scores
-    lo, hi = scores.min(), scores.max()
-    return np.ones(len(scores)) if hi - lo < 1e-12 else (scores - lo) / (hi - lo)
 
 
 def _same(value: Any, n: int) -> np.ndarray:

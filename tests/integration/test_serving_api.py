@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import httpx
@@ -23,15 +23,9 @@ from serving.app import create_app
 from serving.cache import RecCache
 from serving.deps import build_services
 from serving.recommend import Services
-from tests.integration.serving_support import World, api_client, seeded_world
+from tests.integration.serving_support import World, api_client
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def world(postgres: Settings, redis_service: Settings) -> Iterator[World]:
-    with seeded_world(postgres) as w:
-        yield w
 
 
 @pytest.fixture

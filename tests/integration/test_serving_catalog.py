@@ -4,7 +4,6 @@ it picks up new, changed and deleted items, and that the API serves a new item a
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
 import numpy as np
@@ -13,27 +12,10 @@ import pytest
 from lambdarec.settings import Settings
 from serving.candidates import ItemFilters
 from serving.catalog import Catalog
-from serving.deps import build_services
 from serving.recommend import Services
-from tests.integration.serving_support import World, api_client, seeded_world
+from tests.integration.serving_support import World, api_client
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def world(postgres: Settings, redis_service: Settings) -> Iterator[World]:
-    with seeded_world(postgres) as w:
-        yield w
-
-
-@pytest.fixture
-async def svc(postgres: Settings, world: World) -> AsyncIterator[Services]:
-    s = build_services(postgres)
-    await s.pool.open(wait=True)
-    try:
-        yield s
-    finally:
-        await s.pool.close()
 
 
 async def test_load_holds_metadata_vectors_and_filters(svc: Services, world: World) -> None:

@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from lambdarec.settings import Settings
-from tests.integration.serving_support import World, api_client, seeded_world
+from tests.integration.serving_support import World, api_client
 from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
@@ -65,12 +65,6 @@ def _with(settings: Settings, *, redis_url: str | None = None, pg_url: str | Non
     if pg_url:
         update["postgres"] = settings.postgres.model_copy(update={"url": pg_url})
     return settings.model_copy(update=update)
-
-
-@pytest.fixture
-def world(postgres: Settings, redis_service: Settings) -> Iterator[World]:
-    with seeded_world(postgres) as w:
-        yield w
 
 
 def _same_list(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:

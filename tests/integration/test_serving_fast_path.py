@@ -8,7 +8,7 @@ serve the plain valid requests (an equivalence test of a path never taken would 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -19,18 +19,12 @@ from hypothesis import strategies as st
 
 from lambdarec.settings import Settings
 from serving import fast_path
-from tests.integration.serving_support import World, api_client, seeded_world
+from tests.integration.serving_support import World, api_client
 
 pytestmark = pytest.mark.integration
 
 #: fields that differ between two serves of the same list
 _VOLATILE = ("rec_id", "computation_time_ms", "cache_hit")
-
-
-@pytest.fixture
-def world(postgres: Settings, redis_service: Settings) -> Iterator[World]:
-    with seeded_world(postgres) as w:
-        yield w
 
 
 def _with(settings: Settings, **serving: Any) -> Settings:

@@ -5,33 +5,14 @@ search when the user does not consent, has no vector or one of another dimension
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
 import pytest
 
 from lambdarec.settings import Settings
 from serving import candidates as cands
-from serving.deps import build_services
 from serving.recommend import Services
-from tests.integration.serving_support import World, seeded_world
+from tests.integration.serving_support import World
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def world(postgres: Settings, redis_service: Settings) -> Iterator[World]:
-    with seeded_world(postgres) as w:
-        yield w
-
-
-@pytest.fixture
-async def svc(postgres: Settings, world: World) -> AsyncIterator[Services]:
-    s = build_services(postgres)
-    await s.pool.open(wait=True)
-    try:
-        yield s
-    finally:
-        await s.pool.close()
 
 
 async def test_folded_search_equals_the_separate_query(

@@ -12,17 +12,17 @@ from serving.ranking import (
     apply_novelty,
     blend,
     exclude,
+    minmax,
     mmr,
-    normalize,
     novelty,
     top_by_dot,
 )
 
 
-def test_normalize_handles_constant_and_empty() -> None:
-    assert normalize([]) == []
-    assert normalize([3.0, 3.0]) == [1.0, 1.0]
-    assert normalize([1.0, 3.0, 2.0]) == [0.0, 1.0, 0.5]
+def test_minmax_handles_constant_and_empty() -> None:
+    assert minmax(np.array([])).tolist() == []
+    assert minmax(np.array([3.0, 3.0])).tolist() == [1.0, 1.0]
+    assert minmax(np.array([1.0, 3.0, 2.0])).tolist() == [0.0, 1.0, 0.5]
 
 
 def test_blend_weights_sources_and_sums_agreement() -> None:
@@ -97,7 +97,7 @@ def _blend_reference(cands: dict[str, list[Candidate]], weights: dict[str, float
         w = float(weights.get(source, 0.0))
         if w <= 0 or not cs:
             continue
-        for cand, norm in zip(cs, normalize([c.score for c in cs]), strict=True):
+        for cand, norm in zip(cs, minmax(np.asarray([c.score for c in cs])).tolist(), strict=True):
             contrib = w * (0.05 + 0.95 * norm)
             s = merged.get(cand.item_id)
             if s is None:

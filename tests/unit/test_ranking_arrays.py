@@ -18,8 +18,8 @@ from serving.ranking import (
     Candidate,
     Pool,
     blend_rows,
+    minmax,
     mmr_order,
-    normalize,
     novelty,
     novelty_boost,
     top_scores,
@@ -90,7 +90,7 @@ def test_blend_rows_matches_the_reference_walk(
 
 def _mmr_reference(scores: list[float], unit: np.ndarray, k: int, diversity: float) -> list[int]:
     """The full-matrix MMR ``mmr_order`` replaced."""
-    rel = np.asarray(normalize(scores))
+    rel = minmax(np.asarray(scores))
     sims = (unit @ unit.T).astype(np.float64)
     max_sim = np.full(len(scores), -np.inf)
     chosen: list[int] = []
