@@ -268,36 +268,9 @@ class Lookup:
         return out
 
     # -- by id ---------------------------------------------------------------------------
-    def known(self, item_id: str) -> bool:
-        if item_id in self.snap.index:
-            return True
-        e = self._extra(item_id)
-        return e is not None and e.meta is not None
-
-    def title(self, item_id: str) -> str | None:
-        row = self.snap.index.get(item_id)
-        if row is not None:
-            return self.snap.titles[row]
-        e = self._extra(item_id)
-        return None if e is None or e.meta is None else e.meta.title
-
     def meta(self, item_id: str) -> ItemMeta | None:
-        row = self.snap.index.get(item_id)
-        if row is not None:
-            return self.snap.meta(row)
-        e = self._extra(item_id)
-        return None if e is None else e.meta
-
-    def filter_mask(self, item_ids: Sequence[str], filters: ItemFilters) -> np.ndarray:
-        """Known and accepted by ``filters``, per id."""
-        return self.accepts(self.keys(item_ids), filters)
-
-    def popularity(self, item_ids: Sequence[str]) -> np.ndarray:
-        return self.popularity_of(self.keys(item_ids))
-
-    def unit_vectors(self, item_ids: Sequence[str]) -> np.ndarray:
-        """(len(ids), dim) float32 unit rows; zero rows for items without an embedding."""
-        return self.unit_of(self.keys(item_ids))
+        """The item's metadata, None when neither the snapshot nor a fetch knows it."""
+        return self.meta_of(self.key(item_id))
 
 
 class Catalog:

@@ -29,15 +29,15 @@ async def test_load_holds_metadata_vectors_and_filters(svc: Services, world: Wor
         m = look.meta(iid)
         assert m is not None and (m.title, m.year, m.popularity) == (f"Title {n}", 1990 + n, float(n))
         assert m.genres == [world.genre]
-    unit = look.unit_vectors(ids)
+    unit = look.unit_of(look.keys(ids))
     want = np.stack([world.emb[i] / np.linalg.norm(world.emb[i]) for i in ids])
     assert np.abs(unit - want).max() < 2e-3  # float16 storage
-    np.testing.assert_allclose(look.popularity(ids), np.arange(10, dtype=float))
+    np.testing.assert_allclose(look.popularity_of(look.keys(ids)), np.arange(10, dtype=float))
     # the vectorised filters agree with ItemFilters.accepts on every combination
     for genre, lo, hi in itertools.product([None, world.genre, "no-such-genre"], [None, 1993], [None, 1996]):
         f = ItemFilters(genre, lo, hi)
         metas = [look.meta(i) for i in ids]
-        assert look.filter_mask(ids, f).tolist() == [m is not None and f.accepts(m) for m in metas]
+        assert look.accepts(look.keys(ids), f).tolist() == [m is not None and f.accepts(m) for m in metas]
 
 
 async def test_new_items_are_fetched_at_once_and_refresh_applies_changes(
@@ -58,10 +58,13 @@ async def test_new_items_are_fetched_at_once_and_refresh_applies_changes(
     async with svc.pool.connection() as conn:
         look = await cat.lookup(conn, [new, f"{world.p}missing"])
     assert new not in look.snap.index  # not loaded yet, but fetched with the list
-    assert look.known(new) and look.meta(new).title == "Fresh"  # type: ignore[union-attr]
-    assert not look.known(f"{world.p}missing")
-    assert np.abs(look.unit_vectors([new])[0] - v / np.linalg.norm(v)).max() < 1e-6
-    assert look.filter_mask([new, f"{world.p}missing"], ItemFilters(year_from=2000)).tolist() == [True, False]
+    assert look.meta(new) is not None and look.meta(new).title == "Fresh"  # type: ignore[union-attr]
+    assert look.meta(f"{world.p}missing") is None
+    assert np.abs(look.unit_of(look.keys([new]))[0] - v / np.linalg.norm(v)).max() < 1e-6
+    assert look.accepts(look.keys([new, f"{world.p}missing"]), ItemFilters(year_from=2000)).tolist() == [
+        True,
+        False,
+    ]
 
     world.conn.execute(
         "UPDATE items SET title = 'Renamed', popularity_score = 42 WHERE item_id = %s", (f"{world.p}i3",)

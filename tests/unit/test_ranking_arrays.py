@@ -175,7 +175,11 @@ def test_lookup_keys_are_rows_then_others_and_rank_by_id() -> None:
     assert look.popularity_of(keys).tolist() == [0.0, 7.0, 1.0, 0.0, 0.0, 7.0]
     unit = look.unit_of(np.asarray([2, 4, 6, 3]))
     assert unit.dtype == np.float32 and np.allclose(unit, [[0.6, 0.8], [0, 1], [0, 0], [0, 0]], atol=1e-3)
-    assert look.title("m5") == "Fresh" and look.title("m3") == "T3" and look.title("m0") is None
+    assert (
+        look.title_of(look.key("m5")) == "Fresh"
+        and look.title_of(look.key("m3")) == "T3"
+        and look.title_of(look.key("m0")) is None
+    )
 
 
 def test_item_factors_map_to_catalog_rows_once_per_snapshot() -> None:
@@ -197,7 +201,7 @@ def test_lookup_keeps_what_it_pinned_when_a_load_drops_the_overlay() -> None:
     assert look.missing(keys) == []  # fetched and fresh: pinned
     extras.clear()  # Catalog._drop_extras_in after a load
     assert look.accepts(keys, ItemFilters(year_from=2000)).tolist() == [True, False]
-    assert look.title("m5") == "Fresh" and look.popularity_of(keys).tolist() == [7.0, 5.0]
+    assert look.title_of(look.key("m5")) == "Fresh" and look.popularity_of(keys).tolist() == [7.0, 5.0]
     stale = Lookup(_snapshot(), {"m5": _Extra(time.monotonic() - 1, None, None)})
     assert stale.missing(stale.keys(["m5"])) == ["m5"]  # expired: fetched again
 
