@@ -30,6 +30,29 @@ MODULE = "github.com/minio/minio"
 _PSEUDO = re.compile(r"^v\d+\.\d+\.\d+-(?:\S+\.)?(\d{14})-([0-9a-f]{12})$")
 _RELEASE = re.compile(r"^RELEASE\.(\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ)$")
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
+#: MinIO answers every write with XMinioStorageFull (HTTP 507) once its drive is 99 % full
+MINIO_FILL_LIMIT = 0.99
+#: what a lambdarec run (lake, model snapshots, tests) may write on top
+WRITE_MARGIN_BYTES = 2 << 30
+
+
+def drive_space_problem(path: Path, margin: int = WRITE_MARGIN_BYTES) -> str:
+    """Why MinIO on ``path``'s drive would refuse writes soon, or "" when there is room.
+
+    MinIO checks the whole drive, not its own data, so a disk filled by anything else (Spark
+    temp dirs, caches) fails every lake and model write with a 507 far from the cause.
+    """
+    usage = shutil.disk_usage(path)
+    floor = usage.total * (1 - MINIO_FILL_LIMIT) + margin
+    if usage.free >= floor:
+        return ""
+    gb = 1 << 30
+    return (
+        f"the drive of {path} has {usage.free / gb:.1f} GB free of {usage.total / gb:.0f} GB; MinIO "
+        f"refuses every write once less than {1 - MINIO_FILL_LIMIT:.0%} is free, and a run needs about "
+        f"{margin / gb:.0f} GB more: free at least {(floor - usage.free) / gb:.1f} GB (old /tmp/spark-* "
+        "dirs, package caches, var/ data), or point LAMBDAREC_VAR_DIR at a roomier drive"
+    )
 
 
 def ldflags_for(version: str) -> str:
@@ -229,6 +252,8 @@ class MinioService(Service):
         """Create the archive and models buckets if missing, with plain S3 calls (any store)."""
         from botocore.exceptions import ClientError
 
+        if self.managed and (problem := drive_space_problem(self.data_dir)):
+            raise InfraError(f"MinIO: {problem}")
         s3 = self.settings.s3
         client = s3_client(self.settings, timeout=10.0)
         for bucket, setting in (
@@ -257,4 +282,6 @@ class MinioService(Service):
         if not st.healthy and self._last_error:
             reason = self._last_error[:200]
             st.detail = f"{st.detail}: {reason}" if self.managed else reason
+        elif st.healthy and self.managed and (problem := drive_space_problem(self.data_dir)):
+            st.healthy, st.detail = False, problem
         return st

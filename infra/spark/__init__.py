@@ -155,11 +155,13 @@ class SparkService(Service):
         return self.home / "driver.jsa"
 
     def _cds_fingerprint(self) -> str:
-        """What the archive depends on: the JDK build and the pyspark jars."""
+        """What the archive depends on: the JDK build, the pyspark jars and our jars (a local
+        driver has them on its class path, which the JVM checks against the archive's)."""
         java = Path(shutil.which(java_executable()) or java_executable()).resolve()
         modules = java.parent.parent / "lib" / "modules"
         jdk = f"{java}:{modules.stat().st_mtime_ns if modules.exists() else 0}"
-        return f"pyspark={importlib.metadata.version('pyspark')} jdk={jdk}"
+        jars = hashlib.sha256(":".join(str(j) for j in self.jars()).encode()).hexdigest()[:12]
+        return f"pyspark={importlib.metadata.version('pyspark')} jdk={jdk} jars={jars}"
 
     def cds_ready(self) -> bool:
         marker = done_marker(self.cds_archive)

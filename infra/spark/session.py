@@ -75,14 +75,6 @@ def spark_conf(settings: Settings, app_name: str = "lambdarec") -> dict[str, str
         "spark.app.name": app_name,
         "spark.driver.memory": sp.driver_memory,
         "spark.sql.shuffle.partitions": str(sp.shuffle_partitions),
-        # The driver puts spark.jars on its classpath at JVM start. For a local master they are
-        # ``local:`` URIs ("already on every node"): the executor is the driver's own JVM and would
-        # otherwise copy ~700 MB into a temp dir per session. For a cluster master they are plain
-        # paths, which makes the driver serve them and every executor download them at application
-        # start (~700 MB each, almost all the AWS SDK bundle): executors must be able to reach the
-        # driver, or put the same jars on every node (spark.executor.extraClassPath in the
-        # cluster's spark-defaults.conf) and keep this list for the driver.
-        "spark.jars": ",".join(f"local:{j}" if local else str(j) for j in jars),
         # Delta Lake
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
@@ -112,11 +104,22 @@ def spark_conf(settings: Settings, app_name: str = "lambdarec") -> dict[str, str
     if local:
         conf.update(
             {
+                # A local master's executor is the driver's own JVM, so the jars go on that JVM's
+                # class path at launch and nowhere else. Listed in spark.jars (even as local: URIs)
+                # Spark 4 copies all ~700 MB of them into a temp userFiles dir per session, which a
+                # killed job leaves behind in /tmp.
+                "spark.driver.extraClassPath": os.pathsep.join(str(j) for j in jars),
                 "spark.driver.host": "127.0.0.1",
                 "spark.driver.bindAddress": "127.0.0.1",
                 "spark.default.parallelism": str(sp.shuffle_partitions),
             }
         )
+    else:
+        # A cluster master: the driver serves spark.jars and every executor downloads them at
+        # application start (~700 MB each, almost all the AWS SDK bundle). Executors must reach the
+        # driver, or put the same jars on every node (spark.executor.extraClassPath in the
+        # cluster's spark-defaults.conf) and keep this list for the driver.
+        conf["spark.jars"] = ",".join(str(j) for j in jars)
     return conf
 
 

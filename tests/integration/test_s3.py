@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from infra.errors import InfraError
-from infra.minio import MinioService, ldflags_for
+from infra.minio import MinioService, drive_space_problem, ldflags_for
 from infra.s3 import s3_client
 from lambdarec.settings import Settings
 from tests.ports import free_port
@@ -64,6 +65,15 @@ def test_status_reports_version_pid_memory(s3: Settings) -> None:
     if st.managed:
         assert st.pid is not None and st.rss_mb and st.rss_mb > 1
         assert st.version and "GOGET" not in st.version
+
+
+def test_a_nearly_full_drive_is_named_before_minio_refuses_writes(tmp_path: Path) -> None:
+    usage = shutil.disk_usage(tmp_path)
+    free = usage.free
+    assert (drive_space_problem(tmp_path, margin=0) == "") == (free >= 0.01 * usage.total)
+    problem = drive_space_problem(tmp_path, margin=free + (1 << 30))
+    assert f"{free / (1 << 30):.1f} GB free" in problem and "less than 1% is free" in problem
+    assert "LAMBDAREC_VAR_DIR" in problem
 
 
 # ---- bad input: no running MinIO needed ------------------------------------------------------

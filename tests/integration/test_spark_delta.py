@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from pyspark import SparkFiles
 
 from infra.errors import InfraError
 from infra.s3 import delta_storage_options, s3_client
@@ -89,7 +90,12 @@ def test_session_is_cached_and_configured(spark, settings: Settings) -> None:  #
     conf = spark.sparkContext.getConf()
     assert conf.get("spark.sql.shuffle.partitions") == str(settings.spark.shuffle_partitions)
     assert conf.get("spark.hadoop.fs.s3a.endpoint") == settings.s3.endpoint_url
-    assert "delta-spark_" in conf.get("spark.jars") and "hadoop-aws-" in conf.get("spark.jars")
+    # a local driver has our jars on its class path; none is copied into the session's temp dir
+    class_path = conf.get("spark.driver.extraClassPath")
+    assert "delta-spark_" in class_path and "hadoop-aws-" in class_path
+    assert conf.get("spark.jars", "") == ""
+    copied = sum(f.stat().st_size for f in Path(SparkFiles.getRootDirectory()).rglob("*") if f.is_file())
+    assert copied < 1_000_000, f"{copied} bytes copied into {SparkFiles.getRootDirectory()}"
     assert "spark.jars.packages" not in spark_conf(settings)
     assert conf.get("spark.jars.packages", None) is None
     # the class-data-sharing archive `infra up spark` trained is in use
