@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 
 from lambdarec.settings import Settings
 from schemas.cache_keys import LIST_PREFIX, list_key, version_key
+from serving.redis_wire import PipelinedRedis
 
 log = logging.getLogger(__name__)
 
@@ -76,23 +77,23 @@ def list_key_parts(user_id: str, variant: str, digest: str) -> tuple[str, str]:
 class RecCache:
     """Async Redis access for serving (lists, versions, locks); never raises on Redis failure."""
 
-    def __init__(self, settings: Settings, client: aioredis.Redis | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         cfg = settings.serving
         timeout = cfg.redis_timeout_ms / 1000
-        self.client = client or aioredis.Redis.from_url(
+        self.client = aioredis.Redis.from_url(
             settings.redis.url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             max_connections=64,
         )
+        #: the per-request commands (lookup, lock, store, get) go through one auto-pipelined
+        #: connection (serving/redis_wire.py); redis-py keeps the rest (pipelines, INCR, PING)
+        self.wire = PipelinedRedis(settings.redis.url, timeout)
         self.ttl = cfg.cache_ttl_sec
         self.lock_ms = cfg.cache_lock_ms
         self.wait_ms = cfg.cache_wait_ms
         self._broken_until = 0.0
         self._inflight: dict[str, asyncio.Future[Any]] = {}
-        self._lookup = self.client.register_script(_LOOKUP)
-        self._lookup_lock = self.client.register_script(_LOOKUP_LOCK)
-        self._store = self.client.register_script(_STORE)
 
     @property
     def available(self) -> bool:
@@ -124,7 +125,7 @@ class RecCache:
         if not self.available:
             return None, None
         head, tail = list_key_parts(user_id, variant, digest)
-        res = await self._call(self._lookup(keys=[version_key(user_id)], args=[head, tail]))
+        res = await self._call(self.wire.evalsha(_LOOKUP, [version_key(user_id)], [head, tail]))
         if res is None:
             return None, None
         return int(res[0]), res[1]
@@ -139,7 +140,7 @@ class RecCache:
             return None, None, False
         head, tail = list_key_parts(user_id, variant, digest)
         res = await self._call(
-            self._lookup_lock(keys=[version_key(user_id)], args=[head, tail, LOCK_PREFIX, self.lock_ms])
+            self.wire.evalsha(_LOOKUP_LOCK, [version_key(user_id)], [head, tail, LOCK_PREFIX, self.lock_ms])
         )
         if res is None:
             return None, None, False
@@ -148,7 +149,7 @@ class RecCache:
     async def get(self, key: str) -> bytes | None:
         if not self.available:
             return None
-        return await self._call(self.client.get(key))
+        return await self._call(self.wire.execute("GET", key))
 
     async def put(self, key: str, value: bytes, ttl: int | None = None) -> None:
         if self.available:
@@ -208,7 +209,7 @@ class RecCache:
         value, complete = await compute()
         if self.available:  # store the list and drop the lock in one round trip
             await self._call(
-                self._store(keys=[key, lock], args=[value, self.ttl if complete else DEGRADED_TTL])
+                self.wire.evalsha(_STORE, [key, lock], [value, self.ttl if complete else DEGRADED_TTL])
             )
         return value, complete
 
@@ -223,4 +224,5 @@ class RecCache:
             return False
 
     async def close(self) -> None:
+        self.wire.close()
         await self.client.aclose()

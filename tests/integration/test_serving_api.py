@@ -176,7 +176,11 @@ async def test_served_lists_are_logged(client: httpx.AsyncClient, world: World) 
 
 async def test_redis_down_serves_uncached(postgres: Settings, world: World) -> None:
     svc = build_services(postgres)
-    svc.cache = RecCache(postgres, __import__("redis.asyncio").asyncio.Redis.from_url("redis://127.0.0.1:1"))
+    svc.cache = RecCache(
+        postgres.model_copy(
+            update={"redis": postgres.redis.model_copy(update={"url": "redis://127.0.0.1:1"})}
+        )
+    )
     svc.serve_log = None
     app = create_app(postgres, services=svc)
     await svc.pool.open()
