@@ -56,7 +56,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         cache = CacheInvalidator(s.redis.url)
         emb = EmbeddingCache(pg.load_embeddings)
         conn = await pg.connect()
-        await conn.execute("SELECT * FROM rt_interactions_maintain()")  # hourly partitions, as in production
+        await conn.execute("SELECT * FROM rt_interactions_maintain()")  # daily partitions, as in production
         pid = (await (await conn.execute("SELECT pg_backend_pid()")).fetchone() or [0])[0]
         await conn.commit()
         backend = psutil.Process(pid)

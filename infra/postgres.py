@@ -88,7 +88,7 @@ SERVER_CONFIG: dict[str, str] = {
     "logging_collector": "off",  # stderr goes to var/log/postgres.log (spawn redirects it)
     "log_line_prefix": "'%m [%p] %q%u@%d '",
     "log_min_duration_statement": "2000",
-    "autovacuum_naptime": "30s",  # the hot, hourly-partitioned interactions table churns
+    "autovacuum_naptime": "30s",  # the hot, partitioned interactions table churns
 }
 
 PG_HBA = """\

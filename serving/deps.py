@@ -119,8 +119,8 @@ async def _configure(conn: AsyncConnection) -> None:
     with contextlib.suppress(Exception):
         await conn.execute("SET hnsw.iterative_scan = relaxed_order")
     await conn.execute("SET statement_timeout = '2s'")
-    # prepared statements + generic plans: rt_user_interactions has ~75 hourly partitions whose
-    # planning costs more than executing the lookups; a generic plan prunes at run time instead
+    # prepared statements + generic plans: planning over rt_user_interactions' partitions costs
+    # more than executing the lookups; a generic plan prunes at run time instead
     await conn.execute("SET plan_cache_mode = force_generic_plan")
     await conn.commit()
 

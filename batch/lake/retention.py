@@ -1,7 +1,7 @@
 """Retention: Postgres keeps the hot window (``rt_retention_hours``, 48 h), the lake keeps history.
 
-The two sides are coupled by the archive watermark: ``rt_interactions_maintain`` (migration 003)
-drops an hourly partition of ``rt_user_interactions`` only when it is both older than the window
+The two sides are coupled by the archive watermark: ``rt_interactions_maintain`` (migrations 003, 012)
+drops a daily partition of ``rt_user_interactions`` only when it is both older than the window
 *and* below ``archive_watermarks.archived_through``, which only the archiver advances after its
 Delta commits. So a row the lake does not have yet survives the purge, however old it is; with no
 watermark at all (nothing archived) nothing is ever dropped.
@@ -35,7 +35,7 @@ class PurgeReport:
 
 
 def purge_rt(settings: Settings, now: datetime | None = None) -> PurgeReport:
-    """Run the hot-window maintenance with ``rt_retention_hours`` (drops only archived hours)."""
+    """Run the hot-window maintenance with ``rt_retention_hours`` (drops only archived days)."""
     import psycopg
 
     now = now or datetime.now(UTC)

@@ -183,9 +183,11 @@ def test_migration_prepares_the_current_window(db: psycopg.Connection) -> None:
     now = datetime.now(UTC)
     parts = _partitions(db)
     assert "rt_user_interactions_default" in parts
-    assert f"rt_user_interactions_p{now:%Y%m%d%H}" in parts
-    assert f"rt_user_interactions_p{now + timedelta(hours=23):%Y%m%d%H}" in parts
-    assert _event(db, now) == f"rt_user_interactions_p{now:%Y%m%d%H}"
+    assert f"rt_user_interactions_p{now:%Y%m%d}" in parts
+    assert f"rt_user_interactions_p{now + timedelta(hours=24):%Y%m%d}" in parts
+    # by day (012): 48 h back and 24 h ahead is 4 partitions, not 73 hourly ones
+    assert len(parts - {"rt_user_interactions_default"}) == 4, parts
+    assert _event(db, now) == f"rt_user_interactions_p{now:%Y%m%d}"
 
 
 def test_partition_maintenance_creates_moves_and_drops_only_archived(db: psycopg.Connection) -> None:
@@ -195,16 +197,17 @@ def test_partition_maintenance_creates_moves_and_drops_only_archived(db: psycopg
 
     actions = _maintain(db, t0)
     created = {p for a, p, _ in actions if a == "created"}
-    # [t0 - 48 h, t0 + 24 h] by hour: 2035-05-30 12:00 .. 2035-06-02 12:00 = 73 partitions
-    assert len(created) == 73
-    assert {"rt_user_interactions_p2035053012", "rt_user_interactions_p2035060212"} <= created
-    assert ("created", "rt_user_interactions_p2035060113", 1) in actions  # moved out of DEFAULT
+    # [t0 - 48 h, t0 + 24 h] by day: 2035-05-30 .. 2035-06-02
+    assert created == {f"rt_user_interactions_p203505{d}" for d in (30, 31)} | {
+        f"rt_user_interactions_p203506{d:02}" for d in (1, 2)
+    }
+    assert ("created", "rt_user_interactions_p20350601", 1) in actions  # moved out of DEFAULT
     assert _maintain(db, t0) == []  # idempotent
 
     # idempotent insert: a retried event is stored once
     eid = uuid.uuid4()
     at = datetime(2035, 6, 1, 14, 15, tzinfo=UTC)
-    assert _event(db, at, eid) == _event(db, at, eid) == "rt_user_interactions_p2035060114"
+    assert _event(db, at, eid) == _event(db, at, eid) == "rt_user_interactions_p20350601"
     assert db.execute("SELECT count(*) FROM rt_user_interactions WHERE event_id = %s", (eid,)).fetchone() == (
         1,
     )
@@ -212,17 +215,46 @@ def test_partition_maintenance_creates_moves_and_drops_only_archived(db: psycopg
     # nothing archived yet: three days later nothing may be dropped
     later = t0 + timedelta(days=3)
     assert not [a for a in _maintain(db, later) if a[0] == "dropped"]
-    assert "rt_user_interactions_p2035053012" in _partitions(db)
+    assert "rt_user_interactions_p20350530" in _partitions(db)
 
-    # the lake archived everything before 2035-06-01 14:00: drop exactly the hours below it
+    # the lake archived everything before 2035-06-01 14:00: drop exactly the days wholly below it
     # (set directly: advance_archive_watermark refuses times after the real clock's now)
     db.execute("UPDATE archive_watermarks SET archived_through = '2035-06-01 14:00+00'")
     dropped = {p for a, p, _ in _maintain(db, later) if a == "dropped"}
     parts = _partitions(db)
-    assert "rt_user_interactions_p2035060113" in dropped
-    assert "rt_user_interactions_p2035060114" in parts  # not archived yet
-    assert not any(p for p in parts if "_p" in p and p[-10:] < "2035060114")
-    assert _event(db, at, eid) == "rt_user_interactions_p2035060114"
+    # (the migration's own partitions, around the real today, go too)
+    assert {"rt_user_interactions_p20350530", "rt_user_interactions_p20350531"} <= dropped
+    assert "rt_user_interactions_p20350601" in parts  # 14:00-24:00 not archived yet
+    assert _event(db, at, eid) == "rt_user_interactions_p20350601"
+
+
+def test_hourly_partitions_merge_into_daily_ones_with_their_rows(fresh: Settings, tmp_path: Path) -> None:
+    """A database migrated before 012 (hourly partitions, rows in them and in DEFAULT) keeps
+    every row when 012 merges the hours into days."""
+    old = tmp_path / "migrations"
+    old.mkdir()
+    for f in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        if int(f.name[:3]) < 12:
+            shutil.copy(f, old / f.name)
+    migrate(fresh, old)
+    with psycopg.connect(fresh.postgres.url, autocommit=True) as conn:
+        now = datetime.now(UTC)
+        hourly = {_event(conn, now - timedelta(hours=h)) for h in (0, 1, 5, 30)}
+        assert all(len(p) == len("rt_user_interactions_p") + 10 for p in hourly), hourly
+        waiting = _event(conn, now + timedelta(days=5))  # beyond the window: waits in DEFAULT
+        assert waiting == "rt_user_interactions_default"
+        before = conn.execute("SELECT event_id, occurred_at FROM rt_user_interactions ORDER BY 1").fetchall()
+
+        assert migrate(fresh) == ["012_rt_interactions_daily"]
+        after = conn.execute(
+            "SELECT event_id, occurred_at, tableoid::regclass::text FROM rt_user_interactions ORDER BY 1"
+        ).fetchall()
+        assert [(e, t) for e, t, _ in after] == before
+        assert {p for _, t, p in after if t <= now} == {
+            f"rt_user_interactions_p{t:%Y%m%d}" for _, t, _ in after if t <= now
+        }
+        assert not [p for p in _partitions(conn) if len(p) == len("rt_user_interactions_p") + 10]
+        assert _maintain(conn, now) == []  # the window is complete
 
 
 def test_archive_watermark_only_moves_forward(db: psycopg.Connection) -> None:

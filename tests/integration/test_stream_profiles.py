@@ -75,13 +75,13 @@ def test_profile_follows_events_without_batch_run(
     extra = {"LAMBDAREC_STREAM__MAINTENANCE_INTERVAL_SEC": "2", "LAMBDAREC_STREAM__FLUSH_INTERVAL_SEC": "0.1"}
     with stream_env(settings, tmp_path, extra_env=extra) as se:
         now = datetime.now(UTC).replace(microsecond=0)
-        # retention: an archived partition three days old, which the worker's timer must drop
-        old = (now - timedelta(hours=72)).replace(minute=0, second=0)
-        old_name = f"rt_user_interactions_p{old:%Y%m%d%H}"
+        # retention: an archived day four days back, which the worker's timer must drop
+        old = (now - timedelta(days=4)).replace(hour=0, minute=0, second=0)
+        old_name = f"rt_user_interactions_p{old:%Y%m%d}"
         with se.pg() as conn:
             conn.execute(
                 f"CREATE TABLE {old_name} PARTITION OF rt_user_interactions"
-                f" FOR VALUES FROM ('{old.isoformat()}') TO ('{(old + timedelta(hours=1)).isoformat()}')"
+                f" FOR VALUES FROM ('{old.isoformat()}') TO ('{(old + timedelta(days=1)).isoformat()}')"
             )
             conn.execute(
                 "SELECT advance_archive_watermark('rt_user_interactions', %s)", (now - timedelta(hours=49),)
