@@ -39,6 +39,7 @@ class _Protocol(asyncio.Protocol):
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
+        self.loop = asyncio.get_running_loop()
         self.reader = hiredis.Reader()
         #: (future, command name, deadline) of every command sent and not answered yet
         self.waiting: deque[tuple[asyncio.Future[Any], Any, float]] = deque()
@@ -132,7 +133,9 @@ class PipelinedRedis:
     async def _connection(self) -> _Protocol:
         proto = self._proto
         if proto is not None and proto.transport is not None:
-            return proto
+            if proto.loop is asyncio.get_running_loop():
+                return proto
+            self.close()  # made on another event loop (tests, a restarted app): unusable here
         if self._connecting is None:
             self._connecting = asyncio.ensure_future(self._connect())
         try:
@@ -185,4 +188,7 @@ class PipelinedRedis:
     def close(self) -> None:
         proto, self._proto = self._proto, None
         if proto is not None and proto.transport is not None:
+            if proto.loop.is_closed():  # its loop can no longer run the abort; the socket goes with it
+                proto.transport = None
+                return
             proto.transport.abort()

@@ -112,3 +112,12 @@ def test_urls() -> None:
     )
     with pytest.raises(ValueError, match=r"LAMBDAREC_REDIS__URL 'unix:///tmp/r\.sock'"):
         PipelinedRedis("unix:///tmp/r.sock", 1.0)
+
+
+def test_a_new_event_loop_gets_a_new_connection(redis_service: Settings) -> None:
+    r = PipelinedRedis(redis_service.redis.url, 2.0)
+    assert asyncio.run(r.execute("PING")) == b"PONG"
+    first = r._proto
+    assert asyncio.run(r.execute("PING")) == b"PONG"  # the first loop is closed
+    assert r._proto is not first
+    r.close()
