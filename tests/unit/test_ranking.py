@@ -6,17 +6,8 @@ import numpy as np
 import pytest
 
 from serving.explain import explain
-from serving.ranking import (
-    Candidate,
-    Scored,
-    apply_novelty,
-    blend,
-    exclude,
-    minmax,
-    mmr,
-    novelty,
-    top_by_dot,
-)
+from serving.ranking import Candidate, Scored, minmax, novelty, top_by_dot
+from tests.unit.ranking_objects import apply_novelty, blend, exclude, mmr
 
 
 def test_minmax_handles_constant_and_empty() -> None:
