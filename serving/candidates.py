@@ -86,13 +86,6 @@ def _vec(v: Any) -> np.ndarray | None:
     return arr if arr.size and np.isfinite(arr).all() else None
 
 
-async def user_context(conn: AsyncConnection, user_id: str) -> UserContext:
-    """Profile, consent, seen and disliked items of ``user_id`` (one round trip)."""
-    row = await (await conn.execute(_USER_SQL, {"u": user_id}, binary=True)).fetchone()
-    assert row is not None
-    return _context(user_id, row)
-
-
 # the user's row of the batch view rides on the profile query: one statement, one round trip
 # (pipeline mode also made it one round trip, but its protocol handling cost ~0.8 ms per list)
 _USER_BATCH_SQL = (
@@ -122,16 +115,6 @@ class IdList:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-
-async def user_context_and_batch(
-    conn: AsyncConnection, user_id: str
-) -> tuple[UserContext, IdList, str | None]:
-    """:func:`user_context` and :func:`batch_candidates` in one statement: the two lookups are
-    independent, and under load every extra round trip is another trip through the event
-    loop's queue."""
-    ctx, batch, version, _ = await user_context_batch_and_ann(conn, user_id)
-    return ctx, batch, version
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,9 +153,11 @@ def _user_batch_ann_sql(cond: str, dim: int) -> str:
 async def user_context_batch_and_ann(
     conn: AsyncConnection, user_id: str, ann: AnnQuery | None = None
 ) -> tuple[UserContext, IdList, str | None, list[str] | None]:
-    """:func:`user_context_and_batch`, and with ``ann`` the :func:`ann_ids` of the user's
-    preference vector in the same statement (None when it did not run: no consent, no vector,
-    or one of another dimension, which :func:`ann_ids` then answers on its own).
+    """The user's profile, consent, seen and disliked items, and their row of the batch view, in
+    one statement (each extra round trip is another trip through the event loop's queue); with
+    ``ann`` also the :func:`ann_ids` of the user's preference vector in the same statement
+    (None when it did not run: no consent, no vector, or one of another dimension, which
+    :func:`ann_ids` then answers on its own).
 
     Why: a taste-vector user's list cost two round trips, the second only to send back the
     vector the first had just read; each statement costs the API ~0.1 ms of CPU however small.
@@ -303,26 +288,6 @@ async def similar_items(conn: AsyncConnection, item_id: str, n: int) -> tuple[bo
         )
     ).fetchall()
     return True, [(r[0], float(r[1])) for r in rows]
-
-
-_BATCH_SQL = (
-    "SELECT recommendations, model_version FROM current_batch_recommendations "
-    "WHERE user_id = %s AND (expires_at IS NULL OR expires_at > now())"
-)
-
-
-async def batch_candidates(conn: AsyncConnection, user_id: str) -> tuple[list[Candidate], str | None]:
-    """The user's precomputed list from the active batch run, and its model version."""
-    return _batch(await (await conn.execute(_BATCH_SQL, (user_id,))).fetchone())
-
-
-def _batch(row: Any) -> tuple[list[Candidate], str | None]:
-    if row is None:
-        return [], None
-    got = _batch_list(row[0])
-    return [
-        Candidate(i, s, "batch", anchor=a) for i, s, a in zip(got.ids, got.scores, got.anchors, strict=True)
-    ], row[1]
 
 
 def _json(text: str | None) -> Any:

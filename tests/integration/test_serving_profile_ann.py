@@ -40,11 +40,11 @@ async def test_folded_search_equals_the_separate_query(
                     if f.genre == world.genre and n == 3 and f.year_from is None:
                         assert ids[0] == f"{world.p}i{1 if user == users[0] else 6}"
             # the profile part is the plain statement's
-            p_ctx, p_batch, p_version = await cands.user_context_and_batch(conn, user)
+            p_ctx, p_batch, p_version, p_ids = await cands.user_context_batch_and_ann(conn, user)
             ctx, batch, version, _ = await cands.user_context_batch_and_ann(
                 conn, user, cands.AnnQuery(5, filters[0], dim)
             )
-            assert (p_batch, p_version) == (batch, version)
+            assert p_ids is None and (p_batch, p_version) == (batch, version)
             assert (p_ctx.consent, p_ctx.seen, p_ctx.recent) == (ctx.consent, ctx.seen, ctx.recent)
             assert p_ctx.preference_vector is not None and ctx.preference_vector is not None
             assert (p_ctx.preference_vector == ctx.preference_vector).all()
