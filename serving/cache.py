@@ -86,8 +86,9 @@ class RecCache:
             socket_connect_timeout=timeout,
             max_connections=64,
         )
-        #: the per-request commands (lookup, lock, store, get) go through one auto-pipelined
-        #: connection (serving/redis_wire.py); redis-py keeps the rest (pipelines, INCR, PING)
+        #: every command of this class goes through one auto-pipelined connection
+        #: (serving/redis_wire.py); ``client`` (redis-py) serves the other users of the app's Redis
+        #: (the rate-limit pipelines in serving/security.py, INCR in the users route, PING)
         self.wire = PipelinedRedis(settings.redis.url, timeout)
         self.ttl = cfg.cache_ttl_sec
         self.lock_ms = cfg.cache_lock_ms
@@ -115,7 +116,7 @@ class RecCache:
         """The user's cache version (0 when never bumped); None when Redis is unavailable."""
         if not self.available:
             return None
-        raw = await self._call(self.client.get(version_key(user_id)))
+        raw = await self._call(self.wire.execute("GET", version_key(user_id)))
         if raw is None:
             return 0 if self.available else None
         return int(raw)
@@ -153,7 +154,7 @@ class RecCache:
 
     async def put(self, key: str, value: bytes, ttl: int | None = None) -> None:
         if self.available:
-            await self._call(self.client.set(key, value, ex=ttl or self.ttl))
+            await self._call(self.wire.execute("SET", key, value, "EX", ttl or self.ttl))
 
     async def get_or_compute(
         self,
@@ -195,7 +196,7 @@ class RecCache:
         lock = LOCK_PREFIX + key
         if self.available:
             if locked is None:
-                got = await self._call(self.client.set(lock, b"1", nx=True, px=self.lock_ms))
+                got = await self._call(self.wire.execute("SET", lock, b"1", "NX", "PX", self.lock_ms))
             else:
                 got = True if locked else None
             if got is None and self.available and self.wait_ms > 0:
