@@ -245,7 +245,7 @@ def test_hourly_partitions_merge_into_daily_ones_with_their_rows(fresh: Settings
         assert waiting == "rt_user_interactions_default"
         before = conn.execute("SELECT event_id, occurred_at FROM rt_user_interactions ORDER BY 1").fetchall()
 
-        assert migrate(fresh) == ["012_rt_interactions_daily"]
+        assert migrate(fresh)[0] == "012_rt_interactions_daily"
         after = conn.execute(
             "SELECT event_id, occurred_at, tableoid::regclass::text FROM rt_user_interactions ORDER BY 1"
         ).fetchall()

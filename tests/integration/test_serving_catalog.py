@@ -85,6 +85,22 @@ async def test_new_items_are_fetched_at_once_and_refresh_applies_changes(
     assert f"{world.p}i9" not in cat.snapshot.index and new in cat.snapshot.index
 
 
+async def test_refresh_pages_through_rows_sharing_one_updated_at(
+    svc: Services, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One UPDATE stamps all its rows with the same ``now()``: the refresh's keyset pages over
+    (updated_at, item_id) must neither repeat nor skip rows at a page boundary."""
+    cat = Catalog(refresh_sec=60, margin=timedelta(0))
+    await cat.load(svc.pool)
+    monkeypatch.setattr("serving.catalog._CHUNK", 3)  # 8 changed rows: pages of 3, 3 and 2
+    changed = [f"{world.p}i{n}" for n in range(8)]
+    world.conn.execute("UPDATE items SET title = 'Bulk ' || item_id WHERE item_id = ANY(%s)", (changed,))
+    assert await cat.refresh(svc.pool) == 8
+    snap = cat.snapshot
+    assert [snap.meta(snap.index[i]).title for i in changed] == [f"Bulk {i}" for i in changed]
+    assert snap.meta(snap.index[f"{world.p}i9"]).title == "Title 9"
+
+
 async def test_api_serves_an_item_inserted_after_the_catalog_loaded(postgres: Settings, world: World) -> None:
     user = world.user(preference_vector=world.emb[f"{world.p}i4"])
     async with api_client(postgres) as c:
