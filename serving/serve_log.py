@@ -2,9 +2,10 @@
 
 Why never on the request path: :meth:`ServeLog.record` only appends to a local buffer and hands
 the record to librdkafka's queue (``produce`` does not wait for the broker; ``linger.ms`` batches).
-Delivery reports come for failed records only (``delivery.report.only.error``): a report per
-served list woke the poll thread ~1,000 times a second under load, each wake-up taking the GIL
-from the event loop for a Python callback that only counted a success.
+Delivery reports come for failed records only (``delivery.report.only.error``) and batches wait
+``serving.log_linger_ms`` (500 ms): with a report per record and 50 ms batches the producer cost
+~15-20 us more CPU per served list (measured at 1,000 records/s against the local broker), for a
+log nobody reads within the second.
 A background task writes ``recommendation_logs`` rows in batches (one multi-row INSERT per
 ``serving.log_flush_interval_sec``). When Kafka or Postgres is down, records are dropped and
 counted (``lambdarec_served_log_dropped_total``), never retried on the request path: a lost log

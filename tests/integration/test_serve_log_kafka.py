@@ -3,6 +3,7 @@ broker unreachable every record is counted dropped (delivery reports come for fa
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import orjson
@@ -26,18 +27,15 @@ def _count(counter: object) -> float:
     return counter._value.get()  # type: ignore[attr-defined]
 
 
-def test_served_lists_reach_the_topic_and_none_counts_as_dropped(kafka: Settings) -> None:
+async def test_served_lists_reach_the_topic_and_none_counts_as_dropped(kafka: Settings) -> None:
     dropped0, queued0 = _count(DROPPED.labels("kafka")), _count(LOGGED.labels("kafka"))
     with temp_topics(kafka, 2) as (topic,):
         log = ServeLog(kafka, topic=topic)
         log.start()
         for n in range(50):
             log.record(_answer(n))
-        assert log._producer is not None
-        assert log._producer.flush(20) == 0
+        await log.close()  # flushes the producer; a failure report would have been served by now
         got = consume_all(kafka, topic)
-        time.sleep(0.5)  # a failure report, had there been one, is served by the poll thread
-        log._stop.set()
     assert sorted(orjson.loads(m.value())["rec_id"] for m in got) == sorted(
         _answer(n)["rec_id"] for n in range(50)
     )
@@ -45,7 +43,7 @@ def test_served_lists_reach_the_topic_and_none_counts_as_dropped(kafka: Settings
     assert _count(DROPPED.labels("kafka")) == dropped0
 
 
-def test_an_unreachable_broker_counts_every_record_dropped(settings: Settings) -> None:
+async def test_an_unreachable_broker_counts_every_record_dropped(settings: Settings) -> None:
     dead = settings.model_copy(
         update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": "127.0.0.1:1"})}
     )
@@ -56,6 +54,6 @@ def test_an_unreachable_broker_counts_every_record_dropped(settings: Settings) -
         log.record(_answer(n))
     deadline = time.monotonic() + 15
     while _count(DROPPED.labels("kafka")) - dropped0 < 5 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    log._stop.set()
+        await asyncio.sleep(0.1)
+    await log.close()
     assert _count(DROPPED.labels("kafka")) - dropped0 == 5
