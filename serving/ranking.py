@@ -244,8 +244,10 @@ def novelty_boost(popularity: np.ndarray, preference: float, max_boost: float) -
 
 
 def mmr_order(scores: np.ndarray, unit: np.ndarray, k: int, diversity: float) -> list[int]:
-    """The positions :func:`mmr_unit` picks, best first, from the items' ``scores`` and unit
-    embedding rows (at ``diversity <= 0``: the first ``k``)."""
+    """Maximal marginal relevance: the positions of ``k`` items, best first, picked by
+    ``argmax (1 - diversity) * rel(i) - diversity * max_sim(i, picked)``, with ``rel`` the
+    :func:`minmax` of ``scores`` and ``sim`` the dot product of the ``unit`` embedding rows (a
+    zero row: no embedding, dissimilar to everything). At ``diversity <= 0``: the first ``k``."""
     n = len(scores)
     if k <= 0 or n == 0:
         return []
